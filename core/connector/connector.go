@@ -225,13 +225,26 @@ type OAuthInfo struct {
 	RedirectURI string
 	Scopes      []string
 	Hostname    string
-	// AuthStyle picks how the client authenticates at the token endpoint;
-	// the zero value (auto-detect) works for most services.
+	// AuthStyle picks how the client authenticates at the token endpoint.
+	// The zero value means HTTP Basic (RFC 6749 section 2.3.1): connectd
+	// never auto-detects, because detection retries a failed request with
+	// the other style, which would replay a rotating refresh token after a
+	// lost response. Set oauth2.AuthStyleInParams for services that want
+	// the client secret in the form body.
 	AuthStyle oauth2.AuthStyle
 	// AuthURLParams are extra authorize-request parameters.
 	AuthURLParams map[string]string
 	// FailMessage, when set, aborts the login with this message.
 	FailMessage *ReturnMessage
+}
+
+// TokenAuthStyle is AuthStyle with connectd's default applied (never
+// auto-detect).
+func (i OAuthInfo) TokenAuthStyle() oauth2.AuthStyle {
+	if i.AuthStyle == oauth2.AuthStyleAutoDetect {
+		return oauth2.AuthStyleInHeader
+	}
+	return i.AuthStyle
 }
 
 // TokenRequestOverride maps to getOverridingOAuthOption's answer.
