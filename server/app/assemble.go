@@ -122,6 +122,7 @@ func Assemble(o EngineOptions) (*Engine, error) {
 		Connect: &connect.Handler{
 			Engine:       eng,
 			Manifests:    o.Manifests,
+			Completers:   map[string]connect.Completer{},
 			SecureCookie: strings.HasPrefix(o.PublicURL, "https://"),
 			Logger:       o.Logger.Named("connect"),
 		},
@@ -131,6 +132,7 @@ func Assemble(o EngineOptions) (*Engine, error) {
 			Manifests: o.Manifests,
 			Hosts:     o.Hosts,
 			Logger:    o.Logger.Named("appconnect"),
+			PublicURL: o.PublicURL,
 		},
 	}, nil
 }

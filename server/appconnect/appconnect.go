@@ -9,6 +9,7 @@ package appconnect
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -44,6 +45,9 @@ type Surface struct {
 	Manifests *manifest.Set
 	Hosts     HostVerifier
 	Logger    hclog.Logger
+	// PublicURL is connectd's external base URL: the served manifest's
+	// serverUrl, and the authUrl of every OAuth platform (see ServedManifest).
+	PublicURL string
 }
 
 // Register implements server.Surface.
@@ -114,7 +118,7 @@ func bearer(h string) string {
 }
 
 // GET /crmManifest?platformName=X: the manifest without connectd's
-// server-side blocks.
+// server-side blocks, pointed at this server (ServedManifest).
 func (s *Surface) crmManifest(c *gin.Context) {
 	name := c.Query("platformName")
 	var (
@@ -130,11 +134,56 @@ func (s *Surface) crmManifest(c *gin.Context) {
 		}
 		body, err = s.Manifests.ClientJSON(name)
 	}
+	if err == nil {
+		body, err = ServedManifest(body, s.PublicURL)
+	}
 	if err != nil {
 		httpx.Fail(c, failure.New(failure.Internal, "Internal error.", err))
 		return
 	}
 	c.Data(http.StatusOK, "application/json; charset=utf-8", body)
+}
+
+// ServedManifest points a client manifest at connectd: serverUrl becomes
+// publicURL, and every OAuth platform's auth.oauth.authUrl becomes
+// connectd's GET /oauth/authorize, so an unchanged App Connect client
+// starts its logins here (single-use state, PKCE) instead of at the CRM
+// with a guessable state. Every other key is served untouched. An empty
+// publicURL serves the manifest as it is.
+func ServedManifest(client []byte, publicURL string) ([]byte, error) {
+	if publicURL == "" {
+		return client, nil
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(client, &doc); err != nil {
+		return nil, err
+	}
+	base := strings.TrimRight(publicURL, "/")
+	doc["serverUrl"], _ = json.Marshal(base)
+	var plats map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(doc["platforms"], &plats); err != nil {
+		return nil, err
+	}
+	for _, p := range plats {
+		var a map[string]json.RawMessage
+		if json.Unmarshal(p["auth"], &a) != nil {
+			continue
+		}
+		var typ string
+		_ = json.Unmarshal(a["type"], &typ)
+		if typ != string(connector.AuthOAuth) {
+			continue
+		}
+		o := map[string]json.RawMessage{}
+		if raw, ok := a["oauth"]; ok && json.Unmarshal(raw, &o) != nil {
+			continue
+		}
+		o["authUrl"], _ = json.Marshal(base + "/oauth/authorize")
+		a["oauth"], _ = json.Marshal(o)
+		p["auth"], _ = json.Marshal(a)
+	}
+	doc["platforms"], _ = json.Marshal(plats)
+	return json.Marshal(doc)
 }
 
 // GET /implementedInterfaces?platform=X

@@ -251,3 +251,31 @@ func TestSessionTokenRejections(t *testing.T) {
 		t.Errorf("no token: %d", r.Status)
 	}
 }
+
+// An unchanged App Connect client whose manifest authUrl points at
+// /oauth/authorize appends its own state=platform=X, client_id and
+// redirect_uri; connectd replaces the state with a flow id.
+func TestAuthorizeFromUnchangedClient(t *testing.T) {
+	e := newOAuthEnv(t, "sqlite", connectortest.ProviderOptions{RequirePKCE: true}, connectortest.OAuthConnectorOptions{}, true)
+	r := e.h.Do(t, http.MethodGet, "/oauth/authorize?response_type=code&client_id=test-client&state=platform=testcrm&redirect_uri="+url.QueryEscape(clientRedirect), nil)
+	if r.Status != http.StatusFound {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	loc, err := url.Parse(r.Header.Get("Location"))
+	if err != nil || !strings.HasPrefix(loc.String(), e.p.AuthURL()) {
+		t.Fatalf("Location = %v", r.Header.Get("Location"))
+	}
+	if st := loc.Query().Get("state"); st == "" || strings.Contains(st, "platform") {
+		t.Errorf("state sent to the CRM = %q, want an opaque flow id", st)
+	}
+	if loc.Query().Get("redirect_uri") != clientRedirect {
+		t.Errorf("redirect_uri = %q", loc.Query().Get("redirect_uri"))
+	}
+	redirect, err := e.p.Authorize(context.Background(), loc.String(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.h.Do(t, http.MethodGet, "/oauth-callback?callbackUri="+url.QueryEscape(redirect.String()), nil); r.Status != http.StatusOK {
+		t.Errorf("callback: %d %s", r.Status, r.Body)
+	}
+}
