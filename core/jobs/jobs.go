@@ -127,9 +127,7 @@ func NewRunner(s store.Jobs, logger hclog.Logger, o RunnerOptions) *Runner {
 		handlers: map[string]Handler{},
 	}
 	if r.owner == "" {
-		b := make([]byte, 8)
-		_, _ = cryptorand.Read(b)
-		r.owner = "worker-" + hex.EncodeToString(b)
+		r.owner = newOwner("worker")
 	}
 	if r.lease <= 0 {
 		r.lease = time.Minute
@@ -148,6 +146,13 @@ func NewRunner(s store.Jobs, logger hclog.Logger, o RunnerOptions) *Runner {
 	}
 	r.log = logger.Named("jobs").With("owner", r.owner)
 	return r
+}
+
+// newOwner returns a random lease owner id.
+func newOwner(prefix string) string {
+	b := make([]byte, 8)
+	_, _ = cryptorand.Read(b) // never fails (Go 1.24+)
+	return prefix + "-" + hex.EncodeToString(b)
 }
 
 // Owner returns the lease owner this runner claims jobs as.
@@ -318,7 +323,8 @@ func (r *Runner) call(ctx context.Context, h Handler, j *store.Job) (result []by
 // RunJanitor purges expired rows (store.Janitor.PurgeExpired) now and
 // then every interval (with ±10% jitter so replicas spread out), until ctx
 // ends. Deletes are idempotent, so every replica may run it; errors are
-// logged and retried at the next tick.
+// logged and retried at the next tick. RunLeasedJanitor does the same on
+// one replica per period.
 func RunJanitor(ctx context.Context, s store.Janitor, every, retention time.Duration, logger hclog.Logger) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -337,13 +343,8 @@ func RunJanitor(ctx context.Context, s store.Janitor, every, retention time.Dura
 		case n > 0:
 			log.Info("purged expired rows", "rows", n)
 		}
-		jitter := time.Duration(rand.Int64N(int64(every)/5+1)) - every/10
-		t := time.NewTimer(every + jitter)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepJitter(ctx, every) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -294,3 +294,86 @@ func TestRunJanitor(t *testing.T) {
 		}
 	})
 }
+
+func TestJanitorPassRunsOncePerPeriod(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		s := storetest.OpenStore(t, backend, nil)
+		ctx := t.Context()
+		expired := &store.Session{Kind: store.SessionIdentity, ExpiresAt: time.Now().Add(-time.Minute)}
+		if err := s.CreateSession(ctx, expired); err != nil {
+			t.Fatal(err)
+		}
+		const every = time.Hour
+		now := time.Now()
+		const replicas = 8
+		var wg sync.WaitGroup
+		ran := make([]bool, replicas)
+		errs := make([]error, replicas)
+		for i := range replicas {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ran[i], _, errs[i] = jobs.JanitorPass(ctx, s, now, every, time.Hour, fmt.Sprintf("replica-%d", i))
+			}()
+		}
+		wg.Wait()
+		runs := 0
+		for i := range replicas {
+			if errs[i] != nil {
+				t.Fatalf("replica %d: %v", i, errs[i])
+			}
+			if ran[i] {
+				runs++
+			}
+		}
+		if runs != 1 {
+			t.Fatalf("%d replicas purged in one period, want exactly 1", runs)
+		}
+		if _, err := s.GetSession(ctx, expired.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("expired session still there: %v", err)
+		}
+		// Same period again: nobody runs. Next period: one does.
+		if r, _, err := jobs.JanitorPass(ctx, s, now, every, time.Hour, "late"); err != nil || r {
+			t.Fatalf("second pass in the same period: ran=%v err=%v", r, err)
+		}
+		if r, _, err := jobs.JanitorPass(ctx, s, now.Add(every), every, time.Hour, "next"); err != nil || !r {
+			t.Fatalf("pass in the next period: ran=%v err=%v", r, err)
+		}
+		counts, err := s.CountJobs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := counts[jobs.JanitorKind][store.JobDone]; got != 2 {
+			t.Fatalf("janitor jobs done = %d, want 2 (one per period): %v", got, counts)
+		}
+	})
+}
+
+func TestRunLeasedJanitor(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		s := storetest.OpenStore(t, backend, nil)
+		expired := &store.Session{Kind: store.SessionIdentity, ExpiresAt: time.Now().Add(-time.Minute)}
+		if err := s.CreateSession(t.Context(), expired); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			jobs.RunLeasedJanitor(ctx, s, 20*time.Millisecond, time.Hour, storetest.TestLogger(t), nil)
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := s.GetSession(t.Context(), expired.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("leased janitor did not purge: %v", err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+		<-done
+	})
+}

@@ -308,24 +308,36 @@ func (s *Service) flight(ctx context.Context, id string, force bool, baseVersion
 		return cur, nil
 	}
 	sawUncertain := cur.Status == store.StatusRefreshUncertain
+	// heldSince is when we first found the lease held. Until a lease
+	// lifetime has passed we only re-read: the holder either saves (the
+	// version moves), fails (it restores the status) or dies (its lease
+	// expires). Re-trying the lease on every poll instead could grab it
+	// just after a holder released it on a failure and repeat the failed
+	// request at once.
+	var heldSince time.Time
 	poll := s.waitPoll
 	for {
-		owner, err := newOwner()
-		if err != nil {
-			return nil, failure.New(failure.Internal, "Internal error.", err)
-		}
-		leased, err := s.users.AcquireUserLease(ctx, id, owner, s.leaseTTL)
-		switch {
-		case err == nil:
-			return s.refreshLeased(ctx, cur, leased, owner, force, margin)
-		case errors.Is(err, store.ErrLeaseHeld):
-			// Another replica is refreshing: wait for it below.
-		case errors.Is(err, store.ErrNotFound):
-			// Revoked (logged out) or deleted meanwhile.
-			return nil, failure.New(failure.NeedsReauth, "Please log in to the CRM again.", fmt.Errorf("refresh: acquire lease: %w", err))
-		default:
-			s.count(OutcomeStoreUnavailable)
-			return nil, storeFailure("acquire lease", err)
+		if heldSince.IsZero() || !s.clock.Now().Before(heldSince.Add(s.leaseTTL)) {
+			owner, err := newOwner()
+			if err != nil {
+				return nil, failure.New(failure.Internal, "Internal error.", err)
+			}
+			leased, err := s.users.AcquireUserLease(ctx, id, owner, s.leaseTTL)
+			switch {
+			case err == nil:
+				return s.refreshLeased(ctx, cur, leased, owner, force, margin)
+			case errors.Is(err, store.ErrLeaseHeld):
+				// Another replica is refreshing: wait for it below.
+				if heldSince.IsZero() {
+					heldSince = s.clock.Now()
+				}
+			case errors.Is(err, store.ErrNotFound):
+				// Revoked (logged out) or deleted meanwhile.
+				return nil, failure.New(failure.NeedsReauth, "Please log in to the CRM again.", fmt.Errorf("refresh: acquire lease: %w", err))
+			default:
+				s.count(OutcomeStoreUnavailable)
+				return nil, storeFailure("acquire lease", err)
+			}
 		}
 
 		if !sleep(ctx, poll) {
@@ -345,9 +357,14 @@ func (s *Service) flight(ctx context.Context, id string, force bool, baseVersion
 			s.count(OutcomeJoined)
 			return next, nil
 		}
-		if next.Status == store.StatusRefreshUncertain {
+		switch {
+		case next.Status == store.StatusRefreshUncertain:
 			sawUncertain = true
-		} else if sawUncertain {
+		case !sawUncertain:
+			// Not marked: nobody holds the lease now (taking it marks the
+			// record), so try it again at once.
+			heldSince = time.Time{}
+		default:
 			// The holder released the lease without saving and restored the
 			// status: its token request failed temporarily. Do not repeat
 			// it at once from here.

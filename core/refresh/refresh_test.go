@@ -9,9 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -320,6 +320,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // ---- tests ----
 
 func TestNewValidates(t *testing.T) {
+	t.Parallel()
 	st := storetest.OpenStore(t, storetest.SQLite, nil)
 	src := refresh.ConnectorSourceFunc(func(string) (connector.Connector, time.Duration, error) { return nil, 0, nil })
 	hc := outbound.NewClient(outbound.Options{NoRedirects: true})
@@ -350,6 +351,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestFreshNotDue(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newEnv(t, backend, envOptions{})
 		for name, exp := range map[string]time.Duration{"an hour left": time.Hour, "just outside the margin": margin + time.Second} {
@@ -373,6 +375,7 @@ func TestFreshNotDue(t *testing.T) {
 // Case 7: a response without a new refresh token keeps the old one; with
 // one, it replaces it. The request carries the stored refresh token.
 func TestRefreshSavesTokens(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		for _, tc := range []struct {
 			name    string
@@ -405,7 +408,7 @@ func TestRefreshSavesTokens(t *testing.T) {
 				if stored.AccessToken == u.AccessToken || stored.AccessToken != got.AccessToken {
 					t.Fatal("access token not replaced by the refreshed one")
 				}
-				if !slicesContains(e.prov.ActiveAccessTokens(), stored.AccessToken) {
+				if !slices.Contains(e.prov.ActiveAccessTokens(), stored.AccessToken) {
 					t.Fatal("stored access token is not one the provider accepts")
 				}
 				if tc.newRT == (stored.RefreshToken == u.RefreshToken) {
@@ -439,6 +442,7 @@ func TestRefreshSavesTokens(t *testing.T) {
 // Case 8: 500/503/429/timeout -> tokens kept, 503 (UpstreamUnavailable),
 // record not marked broken; back off, then recover.
 func TestTemporaryFailuresKeepTokens(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		for _, tc := range []struct {
 			name       string
@@ -513,6 +517,7 @@ func TestTemporaryFailuresKeepTokens(t *testing.T) {
 // Case 9: invalid_grant -> re-read; nobody else refreshed -> needs_reauth,
 // no retry loop; later calls make no upstream call.
 func TestInvalidGrant(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		t.Run("marks needs_reauth", func(t *testing.T) {
 			e := newEnv(t, backend, envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, AccessTokenTTL: time.Hour}})
@@ -580,6 +585,7 @@ func TestInvalidGrant(t *testing.T) {
 
 // Case 6: unusable 200 answers -> UpstreamInvalid, nothing saved.
 func TestUnusableTokenResponses(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		for _, tc := range []struct {
 			name  string
@@ -619,6 +625,7 @@ func TestUnusableTokenResponses(t *testing.T) {
 // meets invalid_grant (the stored refresh token was rotated away, and
 // replaying it revoked the grant) and ends needs_reauth.
 func TestLostResponseThenInvalidGrant(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newEnv(t, backend, envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, ReuseDetection: true, AccessTokenTTL: time.Hour}})
 		u := e.seed("alice", -time.Minute)
@@ -648,6 +655,7 @@ func TestLostResponseThenInvalidGrant(t *testing.T) {
 // others wait without calling the provider, then take over once the lease
 // expired, trying once.
 func TestLeaseHolderDies(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newEnv(t, backend, envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, ReuseDetection: true, AccessTokenTTL: time.Hour}})
 		u := e.seed("alice", -time.Minute)
@@ -678,6 +686,7 @@ func TestLeaseHolderDies(t *testing.T) {
 // Losers of the lease wait for the winner and re-read; with two replicas
 // and 50 callers on one expired token, exactly ONE token request.
 func TestConcurrentRefreshAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newEnv(t, backend, envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, ReuseDetection: true, AccessTokenTTL: time.Hour}})
 		// Slow the provider down a little so the callers really overlap.
@@ -727,9 +736,70 @@ func TestConcurrentRefreshAcrossReplicas(t *testing.T) {
 	})
 }
 
+// signalUsers reports each AcquireUserLease that found the lease held.
+type signalUsers struct {
+	store.Users
+	held chan struct{}
+}
+
+func (s signalUsers) AcquireUserLease(ctx context.Context, id, owner string, ttl time.Duration) (*store.User, error) {
+	u, err := s.Users.AcquireUserLease(ctx, id, owner, ttl)
+	if errors.Is(err, store.ErrLeaseHeld) {
+		select {
+		case s.held <- struct{}{}:
+		default:
+		}
+	}
+	return u, err
+}
+
+// A replica waiting for another one's refresh that then fails temporarily
+// (the holder restores the status and releases) does not repeat the token
+// request itself: it answers UpstreamUnavailable too. (A replica arriving
+// only after the holder released may try again: that is a retry after a
+// finished attempt, never a request racing an outstanding one.)
+func TestLosersDoNotRepeatAFailedRefresh(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, backend string) {
+		e := newEnv(t, backend, envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, ReuseDetection: true, AccessTokenTTL: time.Hour}})
+		u := e.seed("alice", -time.Minute)
+		e.prov.FailNext(connectortest.PathToken, connectortest.Status5xx(503), 1)
+		answered, release := make(chan struct{}), make(chan struct{})
+		e.hook.set(func(*http.Response) { close(answered); <-release })
+
+		held := make(chan struct{}, 1)
+		other := storetest.OpenStoreWith(t, gormstore.Options{URL: e.url, Sealer: e.sealer, Clock: e.clk})
+		o := e.opts
+		o.Users, o.Jobs, o.Registerer = signalUsers{Users: other, held: held}, other, nil
+		loser, err := refresh.New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		winnerErr := make(chan error, 1)
+		go func() { _, err := e.svc.Fresh(context.Background(), u.ID); winnerErr <- err }()
+		<-answered // the winner holds the lease; the provider said 503
+		loserErr := make(chan error, 1)
+		go func() { _, err := loser.Fresh(context.Background(), u.ID); loserErr <- err }()
+		<-held // the loser found the lease held and waits
+		close(release)
+
+		wantCode(t, <-winnerErr, failure.UpstreamUnavailable)
+		wantCode(t, <-loserErr, failure.UpstreamUnavailable)
+		if n := e.prov.RefreshCount(); n != 1 {
+			t.Fatalf("%d refresh requests, want 1 (the loser must not repeat it)", n)
+		}
+		stored := e.get(u.ID)
+		if stored.Status != store.StatusActive || stored.Version != u.Version || stored.RefreshToken != u.RefreshToken {
+			t.Fatalf("status %s version %d: want active, tokens kept", stored.Status, stored.Version)
+		}
+	})
+}
+
 // Case 12: the caller disconnects after the provider answered: the tokens
 // are still saved.
 func TestCallerDisconnectStillSaves(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newEnv(t, backend, envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, ReuseDetection: true, AccessTokenTTL: time.Hour}})
 		u := e.seed("alice", -time.Minute)
@@ -745,7 +815,7 @@ func TestCallerDisconnectStillSaves(t *testing.T) {
 		waitFor(t, "the refreshed tokens to be saved", func() bool { return e.get(u.ID).Version == u.Version+1 })
 		stored := e.get(u.ID)
 		if stored.Status != store.StatusActive || stored.RefreshToken == u.RefreshToken ||
-			!slicesContains(e.prov.ActiveAccessTokens(), stored.AccessToken) {
+			!slices.Contains(e.prov.ActiveAccessTokens(), stored.AccessToken) {
 			t.Fatal("saved record does not hold the provider's new tokens")
 		}
 		if n := e.prov.RefreshCount(); n != 1 {
@@ -758,6 +828,7 @@ func TestCallerDisconnectStillSaves(t *testing.T) {
 // stored, and the tokens the refresh obtained are revoked upstream through
 // the jobs mechanism.
 func TestLogoutDuringRefresh(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newEnv(t, backend, envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, ReuseDetection: true, AccessTokenTTL: time.Hour}})
 		u := e.seed("alice", -time.Minute)
@@ -823,6 +894,7 @@ func TestLogoutDuringRefresh(t *testing.T) {
 // after the provider answered leaves the record refresh_uncertain (written
 // ahead), tokens kept.
 func TestStoreUnavailable(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		t.Run("read fails", func(t *testing.T) {
 			e := newEnv(t, backend, envOptions{})
@@ -862,6 +934,7 @@ func TestStoreUnavailable(t *testing.T) {
 }
 
 func TestNeedsReauthAndRevokedMakeNoCall(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newEnv(t, backend, envOptions{})
 		a := e.seed("alice", -time.Minute)
@@ -887,6 +960,7 @@ func TestNeedsReauthAndRevokedMakeNoCall(t *testing.T) {
 }
 
 func TestForceRefresh(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newEnv(t, backend, envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, ReuseDetection: true, AccessTokenTTL: time.Hour}})
 		u := e.seed("alice", time.Hour) // not due
@@ -911,6 +985,7 @@ func TestForceRefresh(t *testing.T) {
 // HTTPClient: injects the credential, refreshes when due, retries once
 // after a 401 and forces a refresh only when the version is unchanged.
 func TestHTTPClient(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		type seen struct{ auth, body string }
 		newCRM := func(t *testing.T, e *env, answer func(n int, r *http.Request) int) (*connectortest.CRM, func() []seen) {
@@ -1104,6 +1179,7 @@ func TestHTTPClient(t *testing.T) {
 }
 
 func TestRevokeJobs(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		t.Run("idempotent per user version, revokes upstream", func(t *testing.T) {
 			e := newEnv(t, backend, envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, AccessTokenTTL: time.Hour}})
@@ -1174,15 +1250,6 @@ func TestRevokeJobs(t *testing.T) {
 	})
 }
 
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
 // BenchmarkFreshNotDue: a token that is not due costs one read and no
 // upstream call.
 func BenchmarkFreshNotDue(b *testing.B) {
@@ -1205,7 +1272,5 @@ func BenchmarkFreshNotDue(b *testing.B) {
 		})
 	}
 }
-
-var _ = atomic.Int64{}
 
 func isPermanent(err error) bool { return jobs.IsPermanent(err) }

@@ -14,11 +14,12 @@ import (
 // fakeSessions is an in-memory store.Sessions judged by the same fake clock
 // as the Manager (the real backends use the database clock).
 type fakeSessions struct {
-	mu    sync.Mutex
-	rows  map[string]store.Session
-	clock clock.Clock
-	reads atomic.Int64 // GetSession calls
-	fail  error        // returned by every call when set
+	mu      sync.Mutex
+	rows    map[string]store.Session
+	clock   clock.Clock
+	reads   atomic.Int64 // GetSession calls
+	extends atomic.Int64 // ExtendSession calls
+	fail    error        // returned by every call when set
 }
 
 func newFakeSessions(c clock.Clock) *fakeSessions {
@@ -105,13 +106,13 @@ func (f *fakeSessions) setFail(err error) {
 	f.fail = err
 }
 
-// extendingSessions adds the optional Extender capability.
+// extendingSessions is fakeSessions (kept as a name for the tests that
+// count extensions).
 type extendingSessions struct {
 	*fakeSessions
-	extends atomic.Int64
 }
 
-func (f *extendingSessions) ExtendSession(_ context.Context, id string, expiresAt time.Time) error {
+func (f *fakeSessions) ExtendSession(_ context.Context, id string, expiresAt time.Time) error {
 	f.extends.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -126,5 +127,4 @@ func (f *extendingSessions) ExtendSession(_ context.Context, id string, expiresA
 
 var (
 	_ store.Sessions = (*fakeSessions)(nil)
-	_ Extender       = (*extendingSessions)(nil)
 )

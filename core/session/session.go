@@ -94,8 +94,7 @@ type Options struct {
 	Keys *encryption.KeyRing
 	// Issuer is the iss of every token: CONNECTD_PUBLIC_URL. Required.
 	Issuer string
-	// Sessions stores the server-side rows. Required. When it also
-	// implements Extender, Reissue slides the row's expiry.
+	// Sessions stores the server-side rows. Required.
 	Sessions store.Sessions
 	// Clock defaults to the wall clock.
 	Clock clock.Clock
@@ -104,16 +103,6 @@ type Options struct {
 	// RenewWithin: NeedsRenewal reports true when at most this much of a
 	// token's life is left (default 7 days).
 	RenewWithin time.Duration
-}
-
-// Extender is the optional store capability Reissue uses to slide a
-// session row's expiry. store.Sessions does not declare it (yet); without
-// it a reissued token never outlives its row (its exp is capped at the
-// row's expiry), so sessions end Lifetime after login.
-type Extender interface {
-	// ExtendSession sets the expiry of an unrevoked session; ErrNotFound
-	// when missing or revoked.
-	ExtendSession(ctx context.Context, id string, expiresAt time.Time) error
 }
 
 // Claims is what a verified (or freshly issued) token says.
@@ -348,7 +337,7 @@ func (m *Manager) sign(c *Claims) (string, error) {
 
 // Reissue returns a fresh token for the same session (same sid, new exp),
 // for App Connect's x-refreshed-jwt-token. The row must still be live; its
-// expiry is extended when the store supports it (see Extender). Identity
+// expiry is extended (store.Sessions.ExtendSession). Identity
 // tokens are not reissued: the operator mints new ones.
 func (m *Manager) Reissue(ctx context.Context, c *Claims) (string, error) {
 	if c == nil || c.SessionID == "" {
@@ -366,15 +355,11 @@ func (m *Manager) Reissue(ctx context.Context, c *Claims) (string, error) {
 	}
 	now := m.clock.Now().Truncate(time.Second)
 	exp := now.Add(m.lifetime)
-	if ext, ok := m.sessions.(Extender); ok {
-		if err := ext.ExtendSession(ctx, c.SessionID, exp); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return "", invalid("session revoked or expired")
-			}
-			return "", failure.New(failure.Unavailable, "Sessions are temporarily unavailable.", fmt.Errorf("session: extend session: %w", err))
+	if err := m.sessions.ExtendSession(ctx, c.SessionID, exp); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return "", invalid("session revoked or expired")
 		}
-	} else if row.ExpiresAt.Before(exp) {
-		exp = row.ExpiresAt.Truncate(time.Second)
+		return "", failure.New(failure.Unavailable, "Sessions are temporarily unavailable.", fmt.Errorf("session: extend session: %w", err))
 	}
 	n := *c
 	n.IssuedAt = now

@@ -767,27 +767,6 @@ func TestReissue(t *testing.T) {
 		}
 	})
 
-	t.Run("without Extender the exp is capped at the row", func(t *testing.T) {
-		f := newFixture(t, ring(t, 1))
-		tok, _ := f.appConnect(t)
-		f.clock.Advance(8 * 24 * time.Hour)
-		c, err := f.m.VerifyAppConnect(ctx, tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fresh, err := f.m.Reissue(ctx, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := f.m.VerifyAppConnect(ctx, fresh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if nc.SessionID != c.SessionID || !nc.ExpiresAt.Equal(t0.Add(DefaultLifetime)) {
-			t.Errorf("reissued = %+v, want same sid and exp at the row's expiry", nc)
-		}
-	})
-
 	t.Run("refused", func(t *testing.T) {
 		f := newFixture(t, ring(t, 1))
 		_, ic, err := f.m.IssueIdentity(ctx, opHost, true, 0)

@@ -5,7 +5,12 @@
 //
 // Times that decide races or expiry (leases, single use, expiry) are judged
 // by the database clock, never the caller's, so replicas with skewed clocks
-// agree.
+// agree. Backends store times as unix milliseconds: times read back are UTC
+// and truncated to the millisecond.
+//
+// Conformance: core/store/storetest.Run is the one behavioural suite every
+// backend passes; storetest.OpenStore gives other packages' tests a fresh
+// migrated database on each backend.
 package store
 
 import (
@@ -115,10 +120,14 @@ type Users interface {
 	SaveLeasedTokens(ctx context.Context, id, owner string, upd TokenUpdate) (*User, error)
 	// ReleaseUserLease gives the lease up without saving, setting status
 	// (e.g. back to active when no request was sent upstream, or
-	// needs_reauth after invalid_grant). A no-op when the lease is not ours.
+	// needs_reauth after invalid_grant). status "" restores the status the
+	// record had when the lease was taken (refresh_uncertain if it was
+	// taken over from an owner whose lease expired). A no-op when the
+	// lease is not ours or the record was revoked.
 	ReleaseUserLease(ctx context.Context, id, owner string, status UserStatus) error
 	// SetUserStatus sets status if the record is still at version (0 = any);
-	// ErrConflict otherwise.
+	// ErrConflict otherwise, and for a revoked record (revoked is final
+	// until the next UpsertUser; revoke with RevokeUser, not here).
 	SetUserStatus(ctx context.Context, id string, version int64, status UserStatus) error
 	// RevokeUser clears every credential, sets status revoked, bumps the
 	// version and breaks any lease, without waiting for it: a refresh in
@@ -156,6 +165,9 @@ type Sessions interface {
 	// RevokedAt and ExpiresAt.
 	GetSession(ctx context.Context, id string) (*Session, error)
 	RevokeSession(ctx context.Context, id string) error
+	// ExtendSession slides an unrevoked session's expiry (token renewal
+	// keeps the session id); ErrNotFound when missing or revoked.
+	ExtendSession(ctx context.Context, id string, expiresAt time.Time) error
 	// RevokeUserSessions revokes every session of a user record.
 	RevokeUserSessions(ctx context.Context, userID string) (int, error)
 }

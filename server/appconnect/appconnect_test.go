@@ -25,7 +25,7 @@ type oauthEnv struct {
 	clock *clock.Fake
 }
 
-func newOAuthEnv(t *testing.T, backend string, po connectortest.ProviderOptions, co connectortest.OAuthConnectorOptions, pkce bool) *oauthEnv {
+func newOAuthEnv(t testing.TB, backend string, po connectortest.ProviderOptions, co connectortest.OAuthConnectorOptions, pkce bool) *oauthEnv {
 	t.Helper()
 	clk := clock.NewFake(time.Now())
 	po.Clock = clk
@@ -46,7 +46,7 @@ func newOAuthEnv(t *testing.T, backend string, po connectortest.ProviderOptions,
 }
 
 // authorize asks connectd for the authorize URL (JSON form).
-func (e *oauthEnv) authorize(t *testing.T, query string) string {
+func (e *oauthEnv) authorize(t testing.TB, query string) string {
 	t.Helper()
 	r := e.h.Do(t, http.MethodGet, "/oauth/authorize?"+query, nil, "Accept", "application/json")
 	if r.Status != http.StatusOK {
@@ -60,7 +60,7 @@ func (e *oauthEnv) authorize(t *testing.T, query string) string {
 }
 
 // login runs the whole App Connect OAuth login and returns the JWT.
-func (e *oauthEnv) login(t *testing.T, user string) (jwt string, body map[string]any) {
+func (e *oauthEnv) login(t testing.TB, user string) (jwt string, body map[string]any) {
 	t.Helper()
 	authURL := e.authorize(t, "platform=testcrm&redirect_uri="+url.QueryEscape(clientRedirect))
 	redirect, err := e.p.Authorize(context.Background(), authURL, user)
@@ -185,7 +185,7 @@ func TestOAuthLoginRefreshLogout(t *testing.T) {
 }
 
 // storedUser reads the record a session JWT names.
-func storedUser(t *testing.T, h *servertest.Harness, jwt string) *store.User {
+func storedUser(t testing.TB, h *servertest.Harness, jwt string) *store.User {
 	t.Helper()
 	c, err := h.Sessions.VerifyAppConnect(context.Background(), jwt)
 	if err != nil {

@@ -37,6 +37,9 @@ func (s *Store) translate(err error) error {
 	case errors.Is(err, driver.ErrBadConn), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
 		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}
+	if strings.Contains(err.Error(), "sql: database is closed") { // database/sql has no sentinel for it
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
 	var netErr net.Error
 	if errors.As(err, &netErr) {
 		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)

@@ -108,7 +108,6 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			Logger:                 gl,
 			SkipDefaultTransaction: true,
 			DisableAutomaticPing:   true, // Open pings with a timeout
-
 		}
 	}
 	switch target.dialect {
@@ -150,7 +149,10 @@ func (s *Store) openSQLite(t target, cfg func() *gorm.Config, maxOpen int) error
 		wdsn = "file::memory:?" + common + "&_txlock=immediate"
 	} else {
 		file := "file:" + t.dsn
-		wdsn = file + "?" + common + "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+		// synchronous(FULL): a commit that returned is on disk. NORMAL
+		// could lose the last commits on power loss, and a lost rotated
+		// refresh token is a dead grant.
+		wdsn = file + "?" + common + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
 		rdsn = file + "?" + common + "&_pragma=query_only(1)"
 	}
 	w, err := gorm.Open(sqlite.Open(wdsn), cfg())
@@ -275,13 +277,14 @@ func sqlitePath(p string) (target, error) {
 // Dialect reports "sqlite" or "postgres".
 func (s *Store) Dialect() string { return s.dialect }
 
-// Ping checks the database answers within 3 seconds.
+// Ping checks the database answers within 3 seconds. It uses the read
+// pool, so a busy SQLite writer does not make the server look down.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var one int
-	if err := s.w.WithContext(ctx).Raw("SELECT 1").Scan(&one).Error; err != nil {
-		return fmt.Errorf("gormstore: ping: %w", s.translate(err))
+	if _, err := s.query(ctx, s.r, &one, "SELECT 1", nil); err != nil {
+		return fmt.Errorf("gormstore: ping: %w", err)
 	}
 	if one != 1 {
 		return fmt.Errorf("gormstore: ping: unexpected answer: %w", store.ErrUnavailable)
@@ -303,7 +306,7 @@ func (s *Store) Close() error {
 // args are named statement arguments (@name in SQL).
 type args = map[string]any
 
-// nowMS is the one place that decides what "now" means in SQL: the
+// nowExpr is the one place that decides what "now" means in SQL: the
 // database clock in unix milliseconds (PostgreSQL statement time, not
 // transaction start), or the injected clock bound as @now_ms. Every
 // statement template writes {now} where it needs the time.
@@ -312,7 +315,11 @@ func (s *Store) nowExpr() (string, any) {
 		return "CAST(@now_ms AS BIGINT)", s.clock.Now().UnixMilli()
 	}
 	if s.dialect == DialectPostgres {
-		return "CAST(extract(epoch from clock_timestamp())*1000 AS BIGINT)", nil
+		// statement_timestamp(): the current statement's start, not the
+		// transaction's (now()). Unlike clock_timestamp() it is STABLE:
+		// one value for the whole statement (every comparison in it
+		// agrees) and usable as an index bound (the jobs claim scan).
+		return "CAST(extract(epoch from statement_timestamp())*1000 AS BIGINT)", nil
 	}
 	// The bundled SQLite (3.41) predates unixepoch('subsec'); julianday
 	// has sub-millisecond resolution.

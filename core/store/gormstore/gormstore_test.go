@@ -3,6 +3,7 @@ package gormstore_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/connectd/connectd/core/store/gormstore"
+	"github.com/connectd/connectd/encryption"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/connectd/connectd/core/clock"
@@ -272,4 +274,103 @@ func BenchmarkUserReadOpen(b *testing.B) {
 			}
 		})
 	}
+}
+
+var _ gormstore.Sealer = (*encryption.AEAD)(nil)
+
+// The real key ring end to end: rows sealed under an old primary still open
+// after rotation, new writes use the new primary, and a ring missing a key
+// in use fails with ErrDecrypt (never plaintext, never a panic).
+func TestEncryptionKeyRotation(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		newKey := func() []byte {
+			k, err := encryption.GenerateKey(rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return k
+		}
+		k1, k2 := newKey(), newKey()
+		ring1, err := encryption.NewKeyRing(1, k1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ring12, err := ring1.Add(2, k2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ring12, err = ring12.Promote(2); err != nil {
+			t.Fatal(err)
+		}
+		ring2, err := encryption.NewKeyRing(2, k2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dbURL := storetest.NewURL(t, backend)
+		open := func(r *encryption.KeyRing) *gormstore.Store {
+			return storetest.OpenStoreWith(t, gormstore.Options{URL: dbURL, Sealer: encryption.NewAEAD(r, nil)})
+		}
+		keyOf := func(s *gormstore.Store, id string) uint32 {
+			ct, err := s.RawColumn(ctx, "users", "refresh_token", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kid, err := encryption.KeyIDOf(ct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kid
+		}
+
+		old := open(ring1)
+		u1, err := old.UpsertUser(ctx, &store.User{Platform: "clio", CRMUserID: "1", RefreshToken: "refresh-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kid := keyOf(old, u1.ID); kid != 1 {
+			t.Fatalf("sealed with key %d, want 1", kid)
+		}
+
+		rotated := open(ring12)
+		got, err := rotated.GetUser(ctx, u1.ID)
+		if err != nil || got.RefreshToken != "refresh-1" {
+			t.Fatalf("old row after rotation: %+v %v", got, err)
+		}
+		u2, err := rotated.UpsertUser(ctx, &store.User{Platform: "clio", CRMUserID: "2", RefreshToken: "refresh-2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kid := keyOf(rotated, u2.ID); kid != 2 {
+			t.Fatalf("new row sealed with key %d, want the new primary 2", kid)
+		}
+
+		dropped := open(ring2)
+		_, err = dropped.GetUser(ctx, u1.ID)
+		if !errors.Is(err, store.ErrDecrypt) || !errors.Is(err, encryption.ErrUnknownKey) {
+			t.Fatalf("row under a removed key: error %v, want ErrDecrypt and ErrUnknownKey", err)
+		}
+		if got, err := dropped.GetUser(ctx, u2.ID); err != nil || got.RefreshToken != "refresh-2" {
+			t.Fatalf("row under the kept key: %+v %v", got, err)
+		}
+	})
+}
+
+func TestClosedStoreIsUnavailable(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		s := storetest.OpenStore(t, backend, nil)
+		s2, err := gormstore.Open(t.Context(), gormstore.Options{URL: storetest.NewURL(t, backend), Sealer: storetest.NewSealer(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s2.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s2.Ping(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Ping on a closed store: %v, want ErrUnavailable", err)
+		}
+		if err := s.Ping(t.Context()); err != nil {
+			t.Fatalf("Ping on an open store: %v", err)
+		}
+	})
 }

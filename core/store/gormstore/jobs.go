@@ -99,7 +99,7 @@ func (s *Store) EnqueueJob(ctx context.Context, j *store.Job) (*store.Job, bool,
 			stored, err := s.decodeJob(&rows[0])
 			return stored, true, err
 		}
-		if _, err := s.query(ctx, s.w, &rows, `SELECT `+jobColumns+` FROM jobs WHERE kind = @kind AND idempotency_key = @key`,
+		if _, err := s.query(ctx, s.r, &rows, `SELECT `+jobColumns+` FROM jobs WHERE kind = @kind AND idempotency_key = @key`,
 			args{"kind": j.Kind, "key": key}); err != nil {
 			return nil, false, fmt.Errorf("gormstore: enqueue job: %w", err)
 		}
@@ -183,7 +183,7 @@ func (s *Store) ClaimJobs(ctx context.Context, kinds []string, owner string, lea
 // update matched nothing.
 func (s *Store) leasedJobMissed(ctx context.Context, op, id string) error {
 	var n int64
-	if _, err := s.query(ctx, s.w, &n, `SELECT COUNT(*) FROM jobs WHERE id = @id`, args{"id": id}); err != nil {
+	if _, err := s.query(ctx, s.r, &n, `SELECT COUNT(*) FROM jobs WHERE id = @id`, args{"id": id}); err != nil {
 		return fmt.Errorf("gormstore: %s: %w", op, err)
 	}
 	if n == 0 {

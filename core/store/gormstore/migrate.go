@@ -34,6 +34,9 @@ func migrations() []migration {
 	var all []migration
 	all = append(all, foundationMigrations()...) // 100-199
 	all = append(all, managedMigrations()...)    // 300-399
+	all = append(all, pluginMigrations()...)     // 400-499
+	all = append(all, kitMigrations()...)        // 500-599
+	all = append(all, blinkMigrations()...)      // 600-699
 	return all
 }
 

@@ -35,7 +35,7 @@ func (s *Store) RawColumn(ctx context.Context, table, column, id string) ([]byte
 	var rows []struct {
 		V []byte `gorm:"column:v"`
 	}
-	if _, err := s.query(ctx, s.w, &rows, `SELECT `+column+` AS v FROM `+table+` WHERE id = @id`, args{"id": id}); err != nil {
+	if _, err := s.query(ctx, s.r, &rows, `SELECT `+column+` AS v FROM `+table+` WHERE id = @id`, args{"id": id}); err != nil {
 		return nil, fmt.Errorf("gormstore: raw column: %w", err)
 	}
 	if len(rows) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/connectd/connectd/core/store"
 	"github.com/google/uuid"
@@ -101,6 +102,20 @@ func (s *Store) RevokeSession(ctx context.Context, id string) error {
 
 // RevokeUserSessions revokes the user's sessions not yet revoked and
 // returns how many it revoked.
+// ExtendSession slides an unrevoked session's expiry (a renewed App
+// Connect token keeps its session id); ErrNotFound when missing or revoked.
+func (s *Store) ExtendSession(ctx context.Context, id string, expiresAt time.Time) error {
+	n, err := s.exec(ctx, s.w, `UPDATE sessions SET expires_at_ms = @exp, updated_at_ms = {now}
+		WHERE id = @id AND revoked_at_ms IS NULL`, args{"id": id, "exp": expiresAt.UnixMilli()})
+	if err != nil {
+		return fmt.Errorf("gormstore: extend session: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("gormstore: extend session %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
 func (s *Store) RevokeUserSessions(ctx context.Context, userID string) (int, error) {
 	if userID == "" {
 		return 0, errors.New("gormstore: revoke user sessions: user id is required")

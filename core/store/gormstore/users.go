@@ -119,7 +119,7 @@ func (s *Store) UpsertUser(ctx context.Context, u *store.User) (*store.User, err
 	}
 	for attempt := 0; attempt < 5; attempt++ {
 		var ids []string
-		if _, err := s.query(ctx, s.w, &ids, `SELECT id FROM users
+		if _, err := s.query(ctx, s.r, &ids, `SELECT id FROM users
 			WHERE platform = @platform AND crm_user_id = @crm AND host_kind = @hk AND host_account_id = @ha AND host_user_id = @hu`,
 			args{"platform": u.Platform, "crm": u.CRMUserID, "hk": u.Host.Kind, "ha": u.Host.AccountID, "hu": u.Host.UserID}); err != nil {
 			return nil, fmt.Errorf("gormstore: upsert user: %w", err)
@@ -204,7 +204,7 @@ func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
 // userState distinguishes why a conditional UPDATE matched nothing.
 func (s *Store) userState(ctx context.Context, id string) (status string, found bool, err error) {
 	var st []string
-	if _, err := s.query(ctx, s.w, &st, `SELECT status FROM users WHERE id = @id`, args{"id": id}); err != nil {
+	if _, err := s.query(ctx, s.r, &st, `SELECT status FROM users WHERE id = @id`, args{"id": id}); err != nil {
 		return "", false, err
 	}
 	if len(st) == 0 {

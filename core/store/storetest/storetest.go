@@ -7,6 +7,20 @@
 // postgres://postgres@127.0.0.1:5432/test?sslmode=disable); each test gets
 // its own database, created and dropped through that URL. Under CI=true a
 // missing or unreachable PostgreSQL fails the test instead of skipping it.
+//
+// Typical use in another package's tests:
+//
+//	func TestSomething(t *testing.T) {
+//		storetest.Each(t, func(t *testing.T, backend string) {
+//			clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+//			s := storetest.OpenStore(t, backend, clk) // fresh, migrated; closed and dropped at cleanup
+//			...
+//		})
+//	}
+//
+// Creating a PostgreSQL database costs about half a second (fsync), so
+// tests that open many stores should call t.Parallel in their subtests.
+// Pass an untyped nil clock for the database clock.
 package storetest
 
 import (

@@ -33,20 +33,31 @@ var start = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 // Run is the conformance suite: every store.Store method's behaviour,
 // including races (leases, single use, claims) and what is at rest.
 func Run(t *testing.T, open Opener) {
-	t.Run("Users", func(t *testing.T) { runUsers(t, open) })
-	t.Run("Sessions", func(t *testing.T) { runSessions(t, open) })
-	t.Run("Flows", func(t *testing.T) { runFlows(t, open) })
-	t.Run("Jobs", func(t *testing.T) { runJobs(t, open) })
-	t.Run("Keys", func(t *testing.T) { runKeys(t, open) })
-	t.Run("Janitor", func(t *testing.T) { runJanitor(t, open) })
-	t.Run("SealedAtRest", func(t *testing.T) { runSealed(t, open) })
-	t.Run("ConcurrentWriters", func(t *testing.T) { runConcurrentWriters(t, open) })
-	t.Run("DatabaseClock", func(t *testing.T) { runDatabaseClock(t, open) })
-	t.Run("Ping", func(t *testing.T) {
+	parallel(t, "Users", func(t *testing.T) { runUsers(t, open) })
+	parallel(t, "Sessions", func(t *testing.T) { runSessions(t, open) })
+	parallel(t, "Flows", func(t *testing.T) { runFlows(t, open) })
+	parallel(t, "Jobs", func(t *testing.T) { runJobs(t, open) })
+	parallel(t, "Keys", func(t *testing.T) { runKeys(t, open) })
+	parallel(t, "Janitor", func(t *testing.T) { runJanitor(t, open) })
+	parallel(t, "SealedAtRest", func(t *testing.T) { runSealed(t, open) })
+	parallel(t, "ConcurrentWriters", func(t *testing.T) { runConcurrentWriters(t, open) })
+	parallel(t, "DatabaseClock", func(t *testing.T) { runDatabaseClock(t, open) })
+	parallel(t, "Ping", func(t *testing.T) {
 		s := open(t, nil)
 		if err := s.Ping(t.Context()); err != nil {
 			t.Fatalf("Ping: %v", err)
 		}
+	})
+}
+
+// parallel runs fn as a parallel subtest. Every such subtest opens its own
+// database, so they cannot interfere; PostgreSQL database creation (an
+// fsync-bound ~0.5s) is what makes running them in parallel worthwhile.
+func parallel(t *testing.T, name string, fn func(t *testing.T)) {
+	t.Helper()
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		fn(t)
 	})
 }
 
@@ -135,7 +146,7 @@ func sameLogin(t *testing.T, got, want *store.User) {
 }
 
 func runUsers(t *testing.T, open Opener) {
-	t.Run("UpsertCreatesAndGetRoundTrips", func(t *testing.T) {
+	parallel(t, "UpsertCreatesAndGetRoundTrips", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		in := sampleUser(1)
@@ -155,7 +166,7 @@ func runUsers(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("UpsertWithCallerID", func(t *testing.T) {
+	parallel(t, "UpsertWithCallerID", func(t *testing.T) {
 		s := open(t, fakeClock())
 		in := sampleUser(1)
 		in.ID = "0b7e5c52-6f55-4a8e-9d0a-3c1f0e0e0001"
@@ -165,7 +176,7 @@ func runUsers(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("UpsertSameLoginUpdatesInPlace", func(t *testing.T) {
+	parallel(t, "UpsertSameLoginUpdatesInPlace", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		first := mustUpsert(t, s, sampleUser(1))
@@ -191,7 +202,7 @@ func runUsers(t *testing.T, open Opener) {
 		sameLogin(t, mustGetUser(t, s, first.ID), again)
 	})
 
-	t.Run("UpsertRevokedLoginReactivates", func(t *testing.T) {
+	parallel(t, "UpsertRevokedLoginReactivates", func(t *testing.T) {
 		s := open(t, fakeClock())
 		first := mustUpsert(t, s, sampleUser(1))
 		if _, err := s.RevokeUser(t.Context(), first.ID); err != nil {
@@ -203,7 +214,7 @@ func runUsers(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("HostIdentityScopesRecords", func(t *testing.T) {
+	parallel(t, "HostIdentityScopesRecords", func(t *testing.T) {
 		s := open(t, fakeClock())
 		a := sampleUser(1)
 		b := sampleUser(1)
@@ -221,7 +232,7 @@ func runUsers(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("UpsertValidates", func(t *testing.T) {
+	parallel(t, "UpsertValidates", func(t *testing.T) {
 		s := open(t, fakeClock())
 		for name, u := range map[string]*store.User{
 			"no platform": {CRMUserID: "x"},
@@ -233,7 +244,7 @@ func runUsers(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("ConcurrentUpsertOneRecord", func(t *testing.T) {
+	parallel(t, "ConcurrentUpsertOneRecord", func(t *testing.T) {
 		s := open(t, fakeClock())
 		const n = 20
 		ids := make([]string, n)
@@ -267,7 +278,7 @@ func runUsers(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("GetUnknown", func(t *testing.T) {
+	parallel(t, "GetUnknown", func(t *testing.T) {
 		s := open(t, fakeClock())
 		u, err := s.GetUser(t.Context(), "5f0e0e0e-0000-4000-8000-000000000000")
 		if u != nil {
@@ -276,9 +287,9 @@ func runUsers(t *testing.T, open Opener) {
 		wantErr(t, "GetUser unknown", err, store.ErrNotFound)
 	})
 
-	t.Run("Lease", func(t *testing.T) { runLease(t, open) })
+	parallel(t, "Lease", func(t *testing.T) { runLease(t, open) })
 
-	t.Run("SetUserStatus", func(t *testing.T) {
+	parallel(t, "SetUserStatus", func(t *testing.T) {
 		s := open(t, fakeClock())
 		u := mustUpsert(t, s, sampleUser(1))
 		ctx := t.Context()
@@ -306,7 +317,7 @@ func runUsers(t *testing.T, open Opener) {
 		wantStatus(t, s, u.ID, store.StatusRevoked)
 	})
 
-	t.Run("RevokeUser", func(t *testing.T) {
+	parallel(t, "RevokeUser", func(t *testing.T) {
 		s := open(t, fakeClock())
 		in := sampleUser(1)
 		in.APIKey = "api-key-plaintext"
@@ -332,7 +343,7 @@ func runUsers(t *testing.T, open Opener) {
 		wantErr(t, "revoke unknown", err, store.ErrNotFound)
 	})
 
-	t.Run("UpdateUserProfile", func(t *testing.T) {
+	parallel(t, "UpdateUserProfile", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		in := sampleUser(1)
@@ -362,7 +373,7 @@ func runUsers(t *testing.T, open Opener) {
 func runLease(t *testing.T, open Opener) {
 	const ttl = 30 * time.Second
 
-	t.Run("AcquireMarksUncertainAndExcludesOthers", func(t *testing.T) {
+	parallel(t, "AcquireMarksUncertainAndExcludesOthers", func(t *testing.T) {
 		s := open(t, fakeClock())
 		u := mustUpsert(t, s, sampleUser(1))
 		got, err := s.AcquireUserLease(t.Context(), u.ID, "owner-a", ttl)
@@ -388,7 +399,7 @@ func runLease(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("AcquireUnknownOrRevoked", func(t *testing.T) {
+	parallel(t, "AcquireUnknownOrRevoked", func(t *testing.T) {
 		s := open(t, fakeClock())
 		_, err := s.AcquireUserLease(t.Context(), "5f0e0e0e-0000-4000-8000-000000000000", "o", ttl)
 		wantErr(t, "unknown", err, store.ErrNotFound)
@@ -400,7 +411,7 @@ func runLease(t *testing.T, open Opener) {
 		wantErr(t, "revoked", err, store.ErrNotFound)
 	})
 
-	t.Run("ConcurrentAcquireOneWinner", func(t *testing.T) {
+	parallel(t, "ConcurrentAcquireOneWinner", func(t *testing.T) {
 		s := open(t, fakeClock())
 		u := mustUpsert(t, s, sampleUser(1))
 		const n = 20
@@ -429,7 +440,7 @@ func runLease(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("ExpiryTakeoverAndFencedSave", func(t *testing.T) {
+	parallel(t, "ExpiryTakeoverAndFencedSave", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		u := mustUpsert(t, s, sampleUser(1))
@@ -475,7 +486,7 @@ func runLease(t *testing.T, open Opener) {
 		wantErr(t, "second save by a released owner", err, store.ErrLeaseLost)
 	})
 
-	t.Run("SaveKeepsRefreshAndHostnameWhenEmpty", func(t *testing.T) {
+	parallel(t, "SaveKeepsRefreshAndHostnameWhenEmpty", func(t *testing.T) {
 		s := open(t, fakeClock())
 		u := mustUpsert(t, s, sampleUser(1))
 		if _, err := s.AcquireUserLease(t.Context(), u.ID, "o", ttl); err != nil {
@@ -493,7 +504,7 @@ func runLease(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("RevokeDuringRefreshWins", func(t *testing.T) {
+	parallel(t, "RevokeDuringRefreshWins", func(t *testing.T) {
 		s := open(t, fakeClock())
 		u := mustUpsert(t, s, sampleUser(1))
 		if _, err := s.AcquireUserLease(t.Context(), u.ID, "refresher", ttl); err != nil {
@@ -513,7 +524,7 @@ func runLease(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("UpsertBreaksLease", func(t *testing.T) {
+	parallel(t, "UpsertBreaksLease", func(t *testing.T) {
 		s := open(t, fakeClock())
 		u := mustUpsert(t, s, sampleUser(1))
 		if _, err := s.AcquireUserLease(t.Context(), u.ID, "refresher", ttl); err != nil {
@@ -525,7 +536,7 @@ func runLease(t *testing.T, open Opener) {
 		wantStatus(t, s, u.ID, store.StatusActive)
 	})
 
-	t.Run("ReleaseStatuses", func(t *testing.T) {
+	parallel(t, "ReleaseStatuses", func(t *testing.T) {
 		tests := []struct {
 			name   string
 			prior  store.UserStatus
@@ -568,7 +579,7 @@ func runLease(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("TakeoverOfDeadOwnerKeepsUncertain", func(t *testing.T) {
+	parallel(t, "TakeoverOfDeadOwnerKeepsUncertain", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		u := mustUpsert(t, s, sampleUser(1))

@@ -51,7 +51,7 @@ func mustGetJob(t *testing.T, s store.Store, id string) *store.Job {
 func runJobs(t *testing.T, open Opener) {
 	const lease = time.Minute
 
-	t.Run("EnqueueDedupesByIdempotencyKey", func(t *testing.T) {
+	parallel(t, "EnqueueDedupesByIdempotencyKey", func(t *testing.T) {
 		s := open(t, fakeClock())
 		first := mustEnqueue(t, s, &store.Job{Kind: "revoke", IdempotencyKey: "user-1", Payload: []byte("first"), ExpiresAt: start.Add(time.Hour), MaxAttempts: 5})
 		if first.State != store.JobPending || first.Attempts != 0 || !first.NextAttemptAt.Equal(start) || first.ID == "" {
@@ -85,7 +85,7 @@ func runJobs(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("ClaimDueKindsAndLimit", func(t *testing.T) {
+	parallel(t, "ClaimDueKindsAndLimit", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		j1 := mustEnqueue(t, s, &store.Job{Kind: "a", Payload: []byte("p1"), ExpiresAt: start.Add(time.Hour)})
@@ -113,7 +113,7 @@ func runJobs(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("ConcurrentClaimersAreExclusive", func(t *testing.T) {
+	parallel(t, "ConcurrentClaimersAreExclusive", func(t *testing.T) {
 		s := open(t, fakeClock())
 		const jobs, workers = 40, 10
 		for i := range jobs {
@@ -158,7 +158,7 @@ func runJobs(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("DeadWorkerJobIsReclaimedAndCompleted", func(t *testing.T) {
+	parallel(t, "DeadWorkerJobIsReclaimedAndCompleted", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		j := mustEnqueue(t, s, &store.Job{Kind: "k", Payload: []byte("work"), ExpiresAt: start.Add(time.Hour)})
@@ -193,7 +193,7 @@ func runJobs(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("RetryWithBackoff", func(t *testing.T) {
+	parallel(t, "RetryWithBackoff", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		j := mustEnqueue(t, s, &store.Job{Kind: "k", ExpiresAt: start.Add(time.Hour)})
@@ -216,7 +216,7 @@ func runJobs(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("MaxAttemptsExhausted", func(t *testing.T) {
+	parallel(t, "MaxAttemptsExhausted", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		j := mustEnqueue(t, s, &store.Job{Kind: "k", ExpiresAt: start.Add(time.Hour), MaxAttempts: 2})
@@ -244,7 +244,7 @@ func runJobs(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("ExpiryFails", func(t *testing.T) {
+	parallel(t, "ExpiryFails", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		never := mustEnqueue(t, s, &store.Job{Kind: "k", ExpiresAt: start.Add(time.Minute), NextAttemptAt: start.Add(2 * time.Minute)})
@@ -270,7 +270,7 @@ func runJobs(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("FailJob", func(t *testing.T) {
+	parallel(t, "FailJob", func(t *testing.T) {
 		s := open(t, fakeClock())
 		j := mustEnqueue(t, s, &store.Job{Kind: "k", ExpiresAt: start.Add(time.Hour)})
 		mustClaim(t, s, []string{"k"}, "w", lease, 1)
@@ -284,7 +284,7 @@ func runJobs(t *testing.T, open Opener) {
 		wantErr(t, "fail unknown", s.FailJob(t.Context(), "5f0e0e0e-0000-4000-8000-000000000000", "w", ""), store.ErrNotFound)
 	})
 
-	t.Run("CountJobs", func(t *testing.T) {
+	parallel(t, "CountJobs", func(t *testing.T) {
 		s := open(t, fakeClock())
 		for i := range 3 {
 			mustEnqueue(t, s, &store.Job{Kind: "a", IdempotencyKey: fmt.Sprint(i), ExpiresAt: start.Add(time.Hour)})

@@ -11,7 +11,7 @@ import (
 )
 
 func runSessions(t *testing.T, open Opener) {
-	t.Run("CreateGetRoundTrip", func(t *testing.T) {
+	parallel(t, "CreateGetRoundTrip", func(t *testing.T) {
 		s := open(t, fakeClock())
 		u := mustUpsert(t, s, sampleUser(1))
 		in := &store.Session{
@@ -37,7 +37,7 @@ func runSessions(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("PluginSessionWithoutUser", func(t *testing.T) {
+	parallel(t, "PluginSessionWithoutUser", func(t *testing.T) {
 		s := open(t, fakeClock())
 		in := &store.Session{ID: "plugin-sid-1", Kind: store.SessionPlugin, Subject: "plugin-x",
 			Host: store.HostIdentity{Kind: "ringcentral", AccountID: "a"}, ExpiresAt: start.Add(time.Hour)}
@@ -50,7 +50,28 @@ func runSessions(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("Errors", func(t *testing.T) {
+	parallel(t, "ExtendSession", func(t *testing.T) {
+		s := open(t, fakeClock())
+		in := &store.Session{ID: "extend-sid-1", Kind: store.SessionAppConnect, ExpiresAt: start.Add(time.Hour)}
+		if err := s.CreateSession(t.Context(), in); err != nil {
+			t.Fatal(err)
+		}
+		later := start.Add(14 * 24 * time.Hour)
+		if err := s.ExtendSession(t.Context(), in.ID, later); err != nil {
+			t.Fatalf("ExtendSession: %v", err)
+		}
+		got, err := s.GetSession(t.Context(), in.ID)
+		if err != nil || !got.ExpiresAt.Equal(later) {
+			t.Fatalf("after extend: %+v %v", got, err)
+		}
+		if err := s.RevokeSession(t.Context(), in.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, "extend revoked", s.ExtendSession(t.Context(), in.ID, later.Add(time.Hour)), store.ErrNotFound)
+		wantErr(t, "extend unknown", s.ExtendSession(t.Context(), "nope", later), store.ErrNotFound)
+	})
+
+	parallel(t, "Errors", func(t *testing.T) {
 		s := open(t, fakeClock())
 		_, err := s.GetSession(t.Context(), "nope")
 		wantErr(t, "get unknown", err, store.ErrNotFound)
@@ -67,7 +88,7 @@ func runSessions(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("Revoke", func(t *testing.T) {
+	parallel(t, "Revoke", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		u := mustUpsert(t, s, sampleUser(1))
@@ -138,7 +159,7 @@ func sampleFlow() *store.OAuthFlow {
 }
 
 func runFlows(t *testing.T, open Opener) {
-	t.Run("CreateGetConsume", func(t *testing.T) {
+	parallel(t, "CreateGetConsume", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		in := sampleFlow()
@@ -172,7 +193,7 @@ func runFlows(t *testing.T, open Opener) {
 		wantErr(t, "get after consume", err, store.ErrNotFound)
 	})
 
-	t.Run("Expiry", func(t *testing.T) {
+	parallel(t, "Expiry", func(t *testing.T) {
 		clk := fakeClock()
 		s := open(t, clk)
 		a, b := sampleFlow(), sampleFlow()
@@ -192,7 +213,7 @@ func runFlows(t *testing.T, open Opener) {
 		wantErr(t, "consume at expiry", err, store.ErrNotFound)
 	})
 
-	t.Run("ConcurrentConsumeOneWinner", func(t *testing.T) {
+	parallel(t, "ConcurrentConsumeOneWinner", func(t *testing.T) {
 		s := open(t, fakeClock())
 		f := sampleFlow()
 		if err := s.CreateFlow(t.Context(), f); err != nil {
@@ -224,7 +245,7 @@ func runFlows(t *testing.T, open Opener) {
 		}
 	})
 
-	t.Run("Errors", func(t *testing.T) {
+	parallel(t, "Errors", func(t *testing.T) {
 		s := open(t, fakeClock())
 		_, err := s.GetFlow(t.Context(), "unknown-state-0123456789abcdef")
 		wantErr(t, "get unknown", err, store.ErrNotFound)
