@@ -6,8 +6,10 @@ package connectors
 
 import (
 	"github.com/connectd/connectd/connectors/clio"
+	"github.com/connectd/connectd/connectors/dropbox"
 	"github.com/connectd/connectd/connectors/insightly"
 	"github.com/connectd/connectd/connectors/pipedrive"
+	"github.com/connectd/connectd/connectors/redact"
 	"github.com/connectd/connectd/connectors/redtail"
 	"github.com/connectd/connectd/core/connector"
 )
@@ -16,9 +18,13 @@ import (
 // every call: there is no package-level registry to mutate.
 func All() map[string]connector.Factory {
 	return map[string]connector.Factory{
+		// CRMs
 		"pipedrive": pipedrive.New,
 		"clio":      clio.New,
 		"insightly": insightly.New,
 		"redtail":   redtail.New,
+		// App Connect plugins
+		"redact":  redact.New,
+		"dropbox": dropbox.New,
 	}
 }

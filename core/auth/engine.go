@@ -186,37 +186,6 @@ func ConnectorOAuthInfo(ctx context.Context, reg *registry.Registry, platform st
 	return info, nil
 }
 
-// toConnectorUser is how connectors see a stored record.
-func toConnectorUser(u *store.User) connector.User {
-	cu := connector.User{
-		ID:             u.ID,
-		AppConnectID:   u.AppConnectID,
-		Platform:       u.Platform,
-		CRMUserID:      u.CRMUserID,
-		Hostname:       u.Hostname,
-		Name:           u.DisplayName,
-		TimezoneName:   u.TimezoneName,
-		TimezoneOffset: u.TimezoneOffset,
-		AccessToken:    connector.Secret(u.AccessToken),
-		RefreshToken:   connector.Secret(u.RefreshToken),
-		APIKey:         connector.Secret(u.APIKey),
-		AdditionalInfo: u.AdditionalInfo,
-		HostKind:       u.Host.Kind,
-		HostAccountID:  u.Host.AccountID,
-		HostUserID:     u.Host.UserID,
-	}
-	if u.TokenExpiry != nil {
-		cu.TokenExpiry = *u.TokenExpiry
-	}
-	if len(u.Secrets) > 0 {
-		cu.Secrets = make(map[string]connector.Secret, len(u.Secrets))
-		for k, v := range u.Secrets {
-			cu.Secrets[k] = connector.Secret(v)
-		}
-	}
-	return cu
-}
-
 func revealSecrets(m map[string]connector.Secret) map[string]string {
 	if len(m) == 0 {
 		return nil

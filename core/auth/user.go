@@ -33,6 +33,13 @@ func (e *Engine) User(ctx context.Context, userID string) (*store.User, error) {
 	return u, nil
 }
 
+// userRefresher is the optional Refresher method that takes a record the
+// caller already read (core/refresh implements it), saving a second read
+// of the same row on every request.
+type userRefresher interface {
+	FreshUser(ctx context.Context, u *store.User) (*store.User, error)
+}
+
 // freshUser returns a usable record whose token is not due (OAuth).
 func (e *Engine) freshUser(ctx context.Context, userID string) (*store.User, connector.Connector, error) {
 	u, err := e.User(ctx, userID)
@@ -45,7 +52,13 @@ func (e *Engine) freshUser(ctx context.Context, userID string) (*store.User, con
 	}
 	switch ent.Platform.AuthType() {
 	case connector.AuthOAuth:
-		if u, err = e.o.Refresher.Fresh(ctx, userID); err != nil {
+		if fr, ok := e.o.Refresher.(userRefresher); ok {
+			// One read per request: hand over the record just read.
+			u, err = fr.FreshUser(ctx, u)
+		} else {
+			u, err = e.o.Refresher.Fresh(ctx, userID)
+		}
+		if err != nil {
 			return nil, nil, err
 		}
 		if u.AccessToken == "" {
@@ -170,7 +183,7 @@ func (e *Engine) Logout(ctx context.Context, userID string) (connector.Result, e
 // userRequest is the argument of per-user capabilities: a client that
 // injects and refreshes the credential, and the issuing OAuth app.
 func (e *Engine) userRequest(ctx context.Context, u *store.User) connector.UserRequest {
-	req := connector.UserRequest{HTTPClient: e.o.Refresher.HTTPClient(u.ID), User: toConnectorUser(u)}
+	req := connector.UserRequest{HTTPClient: e.o.Refresher.HTTPClient(u.ID), User: u.ConnectorUser()}
 	if info, err := e.o.Apps.ByRef(ctx, u.Platform, u.OAuthAppRef, connector.OAuthInfoRequest{Hostname: u.Hostname, HostAccountID: u.Host.AccountID}); err == nil {
 		req.OAuth = info
 	}
@@ -188,7 +201,7 @@ func (e *Engine) staticUserRequest(ctx context.Context, c connector.Connector, u
 			auth = "Basic " + ak.BasicAuth(u.APIKey)
 		}
 	}
-	req := connector.UserRequest{HTTPClient: withAuth(e.o.HTTP, auth), User: toConnectorUser(u)}
+	req := connector.UserRequest{HTTPClient: withAuth(e.o.HTTP, auth), User: u.ConnectorUser()}
 	if info, err := e.o.Apps.ByRef(ctx, u.Platform, u.OAuthAppRef, connector.OAuthInfoRequest{Hostname: u.Hostname, HostAccountID: u.Host.AccountID}); err == nil {
 		req.OAuth = info
 	}

@@ -83,7 +83,7 @@ func (s *Service) exchange(ctx context.Context, conn connector.Connector, app co
 		err error
 	)
 	if tr, ok := conn.(connector.TokenRefresher); ok {
-		tok, err = tr.RefreshToken(ctx, connector.RefreshRequest{HTTPClient: s.http, OAuth: app, User: connectorUser(u)})
+		tok, err = tr.RefreshToken(ctx, connector.RefreshRequest{HTTPClient: s.http, OAuth: app, User: u.ConnectorUser()})
 	} else {
 		octx := context.WithValue(ctx, oauth2.HTTPClient, s.http)
 		tok, err = s.oauthConfig(app).TokenSource(octx, &oauth2.Token{RefreshToken: u.RefreshToken}).Token()
@@ -191,35 +191,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
-}
-
-// connectorUser is the connector's view of a stored record.
-func connectorUser(u *store.User) connector.User {
-	cu := connector.User{
-		ID:             u.ID,
-		AppConnectID:   u.AppConnectID,
-		Platform:       u.Platform,
-		CRMUserID:      u.CRMUserID,
-		Hostname:       u.Hostname,
-		Name:           u.DisplayName,
-		TimezoneName:   u.TimezoneName,
-		TimezoneOffset: u.TimezoneOffset,
-		AccessToken:    connector.Secret(u.AccessToken),
-		RefreshToken:   connector.Secret(u.RefreshToken),
-		APIKey:         connector.Secret(u.APIKey),
-		AdditionalInfo: u.AdditionalInfo,
-		HostKind:       u.Host.Kind,
-		HostAccountID:  u.Host.AccountID,
-		HostUserID:     u.Host.UserID,
-	}
-	if u.TokenExpiry != nil {
-		cu.TokenExpiry = *u.TokenExpiry
-	}
-	if len(u.Secrets) > 0 {
-		cu.Secrets = make(map[string]connector.Secret, len(u.Secrets))
-		for k, v := range u.Secrets {
-			cu.Secrets[k] = connector.Secret(v)
-		}
-	}
-	return cu
 }

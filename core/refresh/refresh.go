@@ -116,6 +116,8 @@ type Options struct {
 // Service refreshes tokens and builds authenticated clients. Safe for
 // concurrent use; create one per process.
 type Service struct {
+	listenersMu     sync.RWMutex
+	listeners       []Listener
 	users           store.Users
 	jobs            store.Jobs
 	conns           ConnectorSource
@@ -219,6 +221,18 @@ func (s *Service) Fresh(ctx context.Context, userID string) (*store.User, error)
 	u, err := s.read(ctx, userID)
 	if err != nil {
 		return nil, err
+	}
+	return s.FreshUser(ctx, u)
+}
+
+// FreshUser is Fresh for a record the caller has just read from the store
+// (the request path reads it once to check its status): when the token is
+// not due it returns u itself with no further read; when it is due, the
+// refresh re-reads the record under its lease as Fresh does, so a stale u
+// never decides a refresh. Errors as Fresh.
+func (s *Service) FreshUser(ctx context.Context, u *store.User) (*store.User, error) {
+	if u == nil {
+		return nil, failure.New(failure.NotFound, "User not found.", errors.New("refresh: nil user"))
 	}
 	if err := usable(u); err != nil {
 		return nil, err
@@ -451,6 +465,7 @@ func (s *Service) refreshLeased(ctx context.Context, pre, leased *store.User, ow
 		s.clearBackoff(id)
 		s.count(OutcomeRefreshed)
 		s.log.Debug("access token refreshed", "user_id", id, "platform", leased.Platform, "version", saved.Version)
+		s.notify(sctx, saved)
 		return saved, nil
 	case errors.Is(err, store.ErrLeaseLost):
 		s.count(OutcomeLeaseLost)
@@ -519,8 +534,33 @@ func (s *Service) handleFailure(ctx context.Context, f *upstreamFailure, leased 
 	}
 	release(store.StatusNeedsReauth)
 	s.count(OutcomeNeedsReauth)
+	marked := *leased
+	marked.Status = store.StatusNeedsReauth
+	s.notify(rctx, &marked)
 	s.log.Info("refresh token refused (invalid_grant); user must log in again", "user_id", id, "platform", leased.Platform)
 	return nil, needsReauth(f.cause)
+}
+
+// Listener is told when a refresh changed a user's credentials (new
+// tokens saved, or marked needs_reauth), e.g. to push the new access token
+// to a host platform or flag the login for re-authentication there.
+type Listener func(ctx context.Context, u *store.User)
+
+// OnChange adds a listener. Call it while wiring, before serving; a
+// listener must not block (enqueue a job).
+func (s *Service) OnChange(l Listener) {
+	s.listenersMu.Lock()
+	s.listeners = append(s.listeners, l)
+	s.listenersMu.Unlock()
+}
+
+func (s *Service) notify(ctx context.Context, u *store.User) {
+	s.listenersMu.RLock()
+	ls := s.listeners
+	s.listenersMu.RUnlock()
+	for _, l := range ls {
+		l(ctx, u)
+	}
 }
 
 // leaseLost handles a fenced save that found the lease gone. When the user

@@ -109,7 +109,7 @@ func (s *Service) HandleRevokeJob(ctx context.Context, j *store.Job) ([]byte, er
 	}
 	res, err := un.Unauthorize(ctx, connector.UserRequest{
 		HTTPClient: s.authClient(staticCredential{value: value}),
-		User:       connectorUser(u),
+		User:       u.ConnectorUser(),
 		OAuth:      app,
 	})
 	if err != nil {

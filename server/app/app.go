@@ -20,7 +20,10 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/connectd/connectd/core/connector"
 	"github.com/connectd/connectd/server"
@@ -52,10 +55,18 @@ func Main(args []string, connectors map[string]connector.Factory) int {
 const usage = `connectd - one engine for CRM credentials, many host surfaces
 
 Usage:
-  connectd serve [flags]      run the server (migrates the database first)
-  connectd migrate [flags]    apply database migrations and exit
-  connectd keys generate      print fresh key ring lines for both rings
-  connectd version            print the version
+  connectd serve [flags]                     run the server (migrates the database first)
+  connectd migrate [flags]                   apply database migrations and exit
+  connectd keys generate                     print fresh key ring lines for both rings
+  connectd manifest validate [FILE...]       validate manifests, every problem with its path
+  connectd identity token|revoke ...         operator-issued host identity tokens (cdi_...)
+  connectd license set|delete|list ...       plugin licences per host account
+  connectd blink app create|list|delete ...  Blink authenticated apps; connectd blink status
+  connectd kit app create|list|rotate-secret|delete ...
+                                             Kit OAuth clients (secret printed once)
+  connectd connector new NAME --auth oauth|apiKey
+                                             scaffold a connector package, manifest and test
+  connectd version                           print the version
 
 Run "connectd <command> --help" for a command's flags.
 `
@@ -78,6 +89,18 @@ func Run(ctx context.Context, args []string, env Env, connectors map[string]conn
 		err = migrate(ctx, args[1:], env)
 	case "keys":
 		err = keysCmd(args[1:], env)
+	case "manifest":
+		err = manifestCmd(args[1:], env)
+	case "identity":
+		err = identityCmd(ctx, args[1:], env)
+	case "license":
+		err = licenseCmd(ctx, args[1:], env)
+	case "blink":
+		err = blinkCmd(ctx, args[1:], env)
+	case "kit":
+		err = kitCmd(ctx, args[1:], env, connectors)
+	case "connector":
+		err = connectorCmd(args[1:], env)
 	case "version":
 		err = versionCmd(args[1:], env)
 	case "help", "-h", "-help", "--help":
@@ -89,6 +112,10 @@ func Run(ctx context.Context, args []string, env Env, connectors map[string]conn
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errSilentUsage):
+		return 2
+	case errors.Is(err, errSilent):
+		return 1
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(env.Stderr, "connectd: %s\n", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		return 2
@@ -143,7 +170,13 @@ func serve(ctx context.Context, args []string, env Env, connectors map[string]co
 		return err
 	}
 	defer d.Close()
+	reg := prometheus.NewRegistry()
+	w, err := Wire(d, reg)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Options{
+		Registry:       reg,
 		Addr:           cfg.Addr,
 		MetricsAddr:    cfg.MetricsAddr,
 		Logger:         logger,
@@ -153,10 +186,23 @@ func serve(ctx context.Context, args []string, env Env, connectors map[string]co
 		Clock:          d.Clock,
 		Ready:          d.Store.Ping,
 		Version:        Version(),
-	}, Surfaces(d)...)
+	}, w.Surfaces...)
 	if err != nil {
 		return err
 	}
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	for _, run := range w.Background {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			run(bgCtx)
+		}()
+	}
+	defer func() {
+		stopBackground()
+		bg.Wait()
+	}()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/connectd/connectd/connectors"
+	"github.com/connectd/connectd/core/connector"
 	"github.com/connectd/connectd/core/store/storetest"
 	"github.com/connectd/connectd/encryption"
 	"github.com/connectd/connectd/server/app"
@@ -65,6 +68,11 @@ func getenv(vars map[string]string) func(string) string {
 // its result.
 func serveOnce(t *testing.T, vars map[string]string) result {
 	t.Helper()
+	return serveWith(t, vars, fstest.MapFS{}, nil)
+}
+
+func serveWith(t *testing.T, vars map[string]string, manifestFS fs.FS, factories map[string]connector.Factory) result {
+	t.Helper()
 	vars["CONNECTD_ADDR"] = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -72,7 +80,7 @@ func serveOnce(t *testing.T, vars map[string]string) result {
 	var out, errb lockedBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- app.Run(ctx, []string{"serve"}, app.Env{Stdout: &out, Stderr: &errb, Getenv: getenv(vars), OnListen: func(a string) { addrc <- a }, Manifests: fstest.MapFS{}}, nil)
+		done <- app.Run(ctx, []string{"serve"}, app.Env{Stdout: &out, Stderr: &errb, Getenv: getenv(vars), OnListen: func(a string) { addrc <- a }, Manifests: manifestFS}, factories)
 	}()
 	select {
 	case addr := <-addrc:
@@ -149,6 +157,15 @@ func TestServeFreshDataDirGeneratesKeys(t *testing.T) {
 	again, _ := os.ReadFile(path)
 	if !bytes.Equal(again, data) {
 		t.Fatal("keys.env rewritten on the second start")
+	}
+}
+
+// TestServeShippedConnectors starts what `make run` starts: the embedded
+// manifests and the shipped connector map, nothing configured.
+func TestServeShippedConnectors(t *testing.T) {
+	r := serveWith(t, map[string]string{"CONNECTD_DATA_DIR": filepath.Join(t.TempDir(), "data")}, nil, connectors.All())
+	if r.code != 0 {
+		t.Fatalf("serve exit %d:\n%s", r.code, r.stderr)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/connectd/connectd/connectors/declarative"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
@@ -18,7 +19,6 @@ import (
 	"github.com/connectd/connectd/core/store/gormstore"
 	"github.com/connectd/connectd/encryption"
 	"github.com/connectd/connectd/manifests"
-	"github.com/connectd/connectd/server"
 	"github.com/connectd/connectd/server/config"
 	"github.com/connectd/connectd/server/keys"
 	"github.com/connectd/connectd/server/logging"
@@ -126,30 +126,16 @@ func Build(ctx context.Context, cfg *config.Config, logger hclog.Logger, getenv 
 	}
 	connLog := logger.Named("connector")
 	if d.Registry, err = registry.New(ctx, d.Manifests, connectors, registry.Config{
-		Getenv: getenv,
-		Logger: logger.Named("registry"),
+		Getenv:      getenv,
+		Logger:      logger.Named("registry"),
+		Declarative: declarative.New,
 		ConnectorLogger: func(platform string) *slog.Logger {
 			return logging.Slog(connLog.Named(platform))
 		},
 	}); err != nil {
 		return d, err
 	}
-	for _, e := range d.Registry.List() {
-		if !e.Available {
-			logger.Warn("connector unavailable", "platform", e.Name, "reason", e.Reason)
-		}
-	}
 	return d, nil
-}
-
-// Surfaces returns the route sets mounted on the server, in order. This is
-// the seam where surfaces are added (App Connect, plugins, Kit, Blink,
-// admin): each gets what it needs from d.
-func Surfaces(d *Deps) []server.Surface {
-	if d == nil {
-		return nil
-	}
-	return nil
 }
 
 // errUsage marks command-line mistakes (exit status 2).

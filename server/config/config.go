@@ -25,7 +25,7 @@ import (
 // DefaultAppConnectOrigins are the App Connect server origins accepted for
 // plugin callbacks when CONNECTD_APPCONNECT_ORIGINS is not set: RingCentral's
 // own hosts over https.
-const DefaultAppConnectOrigins = "https://*.ringcentral.com,https://*.ringcentral.biz"
+const DefaultAppConnectOrigins = "https://*.ringcentral.com"
 
 // Database kinds.
 const (

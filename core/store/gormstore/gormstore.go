@@ -59,6 +59,10 @@ type Options struct {
 	// MaxOpenConns caps the PostgreSQL pool and the SQLite read pool
 	// (default 10). The SQLite write pool is always one connection.
 	MaxOpenConns int
+	// SessionCacheTTL: how long GetSession may answer from memory
+	// (default DefaultSessionCacheTTL; capped at 900ms so revocation
+	// reaches every replica within 1 s; negative disables the cache).
+	SessionCacheTTL time.Duration
 }
 
 // Dialect names.
@@ -77,6 +81,8 @@ type Store struct {
 	log     hclog.Logger
 	clock   clock.Clock
 	closers []*sql.DB
+	// sessions caches session rows briefly (nil = off).
+	sessions *sessionCache
 }
 
 var _ store.Store = (*Store)(nil)
@@ -100,7 +106,11 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dialect: target.dialect, sealer: o.Sealer, log: log, clock: o.Clock}
+	cacheTTL := o.SessionCacheTTL
+	if cacheTTL == 0 {
+		cacheTTL = DefaultSessionCacheTTL
+	}
+	s := &Store{dialect: target.dialect, sealer: o.Sealer, log: log, clock: o.Clock, sessions: newSessionCache(cacheTTL)}
 	gl := newGormLogger(log.Named("sql"))
 	cfg := func() *gorm.Config {
 		return &gorm.Config{

@@ -39,5 +39,10 @@ func (s *Store) PurgeExpired(ctx context.Context, retention time.Duration) (int6
 		}
 		total += n
 	}
+	n, err := s.PurgeExpiredKit(ctx, retention)
+	total += n
+	if err != nil {
+		return total, err
+	}
 	return total, nil
 }

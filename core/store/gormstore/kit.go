@@ -172,10 +172,22 @@ func (s *Store) SetKitAppSecret(ctx context.Context, id, secretHash string) erro
 // DeleteKitApp implements store.Kit. The children go explicitly first
 // rather than trusting ON DELETE CASCADE alone, so a database whose
 // foreign keys are off still ends clean.
-func (s *Store) DeleteKitApp(ctx context.Context, id string) error {
+func (s *Store) DeleteKitApp(ctx context.Context, id string) ([]string, error) {
 	var n int64
+	var users []string
 	err := s.w.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		a := args{"id": id}
+		var rows []struct {
+			UserID string `gorm:"column:user_id"`
+		}
+		if _, err := s.query(ctx, tx, &rows, `SELECT DISTINCT user_id FROM kit_grants WHERE app_id = @id AND revoked_at_ms IS NULL
+			ORDER BY user_id`, a); err != nil {
+			return err
+		}
+		users = users[:0]
+		for _, r := range rows {
+			users = append(users, r.UserID)
+		}
 		for _, q := range []string{
 			`DELETE FROM kit_tokens WHERE grant_id IN (SELECT id FROM kit_grants WHERE app_id = @id)`,
 			`DELETE FROM kit_codes WHERE app_id = @id`,
@@ -190,12 +202,12 @@ func (s *Store) DeleteKitApp(ctx context.Context, id string) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("gormstore: delete kit app: %w", err)
+		return nil, fmt.Errorf("gormstore: delete kit app: %w", err)
 	}
 	if n == 0 {
-		return fmt.Errorf("gormstore: kit app: %w", store.ErrNotFound)
+		return nil, fmt.Errorf("gormstore: kit app: %w", store.ErrNotFound)
 	}
-	return nil
+	return users, nil
 }
 
 // CreateKitGrant implements store.Kit.
@@ -234,9 +246,15 @@ func (s *Store) insertKitTokens(ctx context.Context, tx *gorm.DB, grantID string
 		if t.TokenHash == "" || (t.Kind != store.KitAccessToken && t.Kind != store.KitRefreshToken) || t.ExpiresAt.IsZero() {
 			return errors.New("kit token needs a hash, a kind and an expiry")
 		}
+		// created_at is the issuer's record of when it answered (a retried
+		// rotation repeats it); it decides nothing, so the caller's clock
+		// may set it. rotated_at, which decides, is the database's.
+		created, a := "{now}", args{"hash": t.TokenHash, "grant": grantID, "kind": t.Kind, "parent": t.ParentHash, "exp": t.ExpiresAt.UnixMilli()}
+		if !t.CreatedAt.IsZero() {
+			created, a["created"] = "@created", t.CreatedAt.UnixMilli()
+		}
 		if _, err := s.exec(ctx, tx, `INSERT INTO kit_tokens (token_hash, grant_id, kind, parent_hash, expires_at_ms, created_at_ms)
-			VALUES (@hash, @grant, @kind, @parent, @exp, {now})`,
-			args{"hash": t.TokenHash, "grant": grantID, "kind": t.Kind, "parent": t.ParentHash, "exp": t.ExpiresAt.UnixMilli()}); err != nil {
+			VALUES (@hash, @grant, @kind, @parent, @exp, `+created+`)`, a); err != nil {
 			return err
 		}
 	}
@@ -340,7 +358,8 @@ func (s *Store) RotateKitRefresh(ctx context.Context, oldHash, appID string, gra
 		// Not rotatable now: unknown, expired, dead grant, another app's -
 		// or already rotated (retry or reuse).
 		var cur []struct {
-			kitTokenRow
+			GrantID        string `gorm:"column:grant_id"`
+			RotatedAtMS    *int64 `gorm:"column:rotated_at_ms"`
 			AppID          string `gorm:"column:app_id"`
 			GrantRevokedMS *int64 `gorm:"column:grant_revoked_ms"`
 			GrantExpiresMS int64  `gorm:"column:grant_expires_ms"`
@@ -400,7 +419,13 @@ func (s *Store) RotateKitRefresh(ctx context.Context, oldHash, appID string, gra
 // key, joined to its grant and app.
 func (s *Store) GetKitBearer(ctx context.Context, accessHash string) (*store.KitBearer, error) {
 	var rows []struct {
-		kitTokenRow
+		TokenHash   string `gorm:"column:token_hash"`
+		GrantID     string `gorm:"column:grant_id"`
+		Kind        string `gorm:"column:kind"`
+		ParentHash  string `gorm:"column:parent_hash"`
+		ExpiresAtMS int64  `gorm:"column:expires_at_ms"`
+		RotatedAtMS *int64 `gorm:"column:rotated_at_ms"`
+		CreatedAtMS int64  `gorm:"column:created_at_ms"`
 		GAppID      string `gorm:"column:g_app_id"`
 		GUserID     string `gorm:"column:g_user_id"`
 		GExpiresMS  int64  `gorm:"column:g_expires_at_ms"`
@@ -428,6 +453,8 @@ func (s *Store) GetKitBearer(ctx context.Context, accessHash string) (*store.Kit
 		return nil, fmt.Errorf("gormstore: kit bearer: %w", store.ErrNotFound)
 	}
 	r := rows[0]
+	tr := kitTokenRow{TokenHash: r.TokenHash, GrantID: r.GrantID, Kind: r.Kind, ParentHash: r.ParentHash,
+		ExpiresAtMS: r.ExpiresAtMS, RotatedAtMS: r.RotatedAtMS, CreatedAtMS: r.CreatedAtMS}
 	ar := kitAppRow{ID: r.GAppID, Name: r.AName, Connector: r.AConnector, ClientID: r.AClientID, ClientSecretHash: r.ASecretHash,
 		RedirectURIs: r.ARedirects, AfterInstallURL: r.AAfter, CreatedAtMS: r.ACreatedMS, UpdatedAtMS: r.AUpdatedMS}
 	app, err := ar.app()
@@ -435,7 +462,7 @@ func (s *Store) GetKitBearer(ctx context.Context, accessHash string) (*store.Kit
 		return nil, err
 	}
 	return &store.KitBearer{
-		Token: r.token(),
+		Token: tr.token(),
 		Grant: store.KitGrant{ID: r.GrantID, AppID: r.GAppID, UserID: r.GUserID, ExpiresAt: msTime(r.GExpiresMS), CreatedAt: msTime(r.GCreatedMS)},
 		App:   *app,
 	}, nil

@@ -75,7 +75,15 @@ func (s *Store) CreateSession(ctx context.Context, sess *store.Session) error {
 
 // GetSession is one primary-key read (it runs on every authenticated
 // request).
+//
+// Rows are cached in this process for at most Options.SessionCacheTTL
+// (sessioncache.go); revocations and extensions made through this Store
+// drop the entry at once.
 func (s *Store) GetSession(ctx context.Context, id string) (*store.Session, error) {
+	if c, ok := s.sessions.get(id); ok {
+		return c, nil
+	}
+	gen := s.sessions.generation()
 	var rows []sessionRow
 	if _, err := s.query(ctx, s.r, &rows, `SELECT `+sessionColumns+` FROM sessions WHERE id = @id`, args{"id": id}); err != nil {
 		return nil, fmt.Errorf("gormstore: get session: %w", err)
@@ -83,12 +91,15 @@ func (s *Store) GetSession(ctx context.Context, id string) (*store.Session, erro
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("gormstore: session %s: %w", id, store.ErrNotFound)
 	}
-	return rows[0].session(), nil
+	out := rows[0].session()
+	s.sessions.put(gen, out)
+	return out, nil
 }
 
 // RevokeSession marks a session revoked (idempotent: the first revocation
 // time is kept). ErrNotFound for unknown ids.
 func (s *Store) RevokeSession(ctx context.Context, id string) error {
+	defer s.sessions.forget(id) // after the write: see sessionCache.gen
 	n, err := s.exec(ctx, s.w, `UPDATE sessions SET revoked_at_ms = COALESCE(revoked_at_ms, {now}), updated_at_ms = {now}
 		WHERE id = @id`, args{"id": id})
 	if err != nil {
@@ -100,11 +111,10 @@ func (s *Store) RevokeSession(ctx context.Context, id string) error {
 	return nil
 }
 
-// RevokeUserSessions revokes the user's sessions not yet revoked and
-// returns how many it revoked.
 // ExtendSession slides an unrevoked session's expiry (a renewed App
 // Connect token keeps its session id); ErrNotFound when missing or revoked.
 func (s *Store) ExtendSession(ctx context.Context, id string, expiresAt time.Time) error {
+	defer s.sessions.forget(id)
 	n, err := s.exec(ctx, s.w, `UPDATE sessions SET expires_at_ms = @exp, updated_at_ms = {now}
 		WHERE id = @id AND revoked_at_ms IS NULL`, args{"id": id, "exp": expiresAt.UnixMilli()})
 	if err != nil {
@@ -116,10 +126,13 @@ func (s *Store) ExtendSession(ctx context.Context, id string, expiresAt time.Tim
 	return nil
 }
 
+// RevokeUserSessions revokes the user's sessions not yet revoked and
+// returns how many it revoked.
 func (s *Store) RevokeUserSessions(ctx context.Context, userID string) (int, error) {
 	if userID == "" {
 		return 0, errors.New("gormstore: revoke user sessions: user id is required")
 	}
+	defer s.sessions.forgetUser(userID)
 	n, err := s.exec(ctx, s.w, `UPDATE sessions SET revoked_at_ms = {now}, updated_at_ms = {now}
 		WHERE user_id = @uid AND revoked_at_ms IS NULL`, args{"uid": userID})
 	if err != nil {
