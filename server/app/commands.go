@@ -152,7 +152,7 @@ func blinkCmd(ctx context.Context, args []string, env Env) error {
 // kitCmd: connectd kit app create|list|rotate-secret|delete ...
 func kitCmd(ctx context.Context, args []string, env Env, connectors map[string]connector.Factory) error {
 	if len(args) == 0 || args[0] != "app" {
-		return fmt.Errorf("%w: usage: connectd kit app create|list|rotate-secret|delete ...", errUsage)
+		return fmt.Errorf("%w: usage: connectd kit app create|list|rotate-secret|delete (run connectd --help)", errUsage)
 	}
 	cfg, err := loadConfig("connectd", "", nil, env)
 	if err != nil {
