@@ -232,51 +232,43 @@ func (s *Store) rotateColumn(ctx context.Context, c sealedColumn, h []byte, batc
 	}
 }
 
+// maxExtra is how many extra associated-data columns a sealed column may
+// name (managed_values names six).
+const maxExtra = 6
+
 func (s *Store) readNotUnder(ctx context.Context, c sealedColumn, h []byte, after string, batch int) ([]sealedRow, error) {
+	if len(c.extra) > maxExtra {
+		return nil, fmt.Errorf("gormstore: %s.%s: too many associated-data columns", c.table, c.column)
+	}
 	cols := "id, " + c.column + " AS v"
-	for i, e := range c.extra {
+	for i := range maxExtra {
+		e := "''"
+		if i < len(c.extra) {
+			e = c.extra[i]
+		}
 		cols += fmt.Sprintf(", %s AS e%d", e, i)
 	}
 	q := `SELECT ` + cols + ` FROM ` + c.table + ` WHERE ` + c.column + ` IS NOT NULL AND ` +
 		s.headerExpr(c.column) + ` <> @h AND id > @after ORDER BY id LIMIT @n`
-	var raw []map[string]any
+	var raw []struct {
+		ID string `gorm:"column:id"`
+		V  []byte `gorm:"column:v"`
+		E0 string `gorm:"column:e0"`
+		E1 string `gorm:"column:e1"`
+		E2 string `gorm:"column:e2"`
+		E3 string `gorm:"column:e3"`
+		E4 string `gorm:"column:e4"`
+		E5 string `gorm:"column:e5"`
+	}
 	if _, err := s.query(ctx, s.r, &raw, q, args{"h": h, "after": after, "n": batch}); err != nil {
 		return nil, fmt.Errorf("gormstore: read %s.%s: %w", c.table, c.column, err)
 	}
 	out := make([]sealedRow, 0, len(raw))
 	for _, m := range raw {
-		r := sealedRow{id: asString(m["id"]), ct: asBytes(m["v"])}
-		for i := range c.extra {
-			r.extra = append(r.extra, asString(m[fmt.Sprintf("e%d", i)]))
-		}
-		if r.id == "" {
+		if m.ID == "" {
 			return nil, errors.New("gormstore: read sealed column: row without id")
 		}
-		out = append(out, r)
+		out = append(out, sealedRow{id: m.ID, ct: m.V, extra: []string{m.E0, m.E1, m.E2, m.E3, m.E4, m.E5}[:len(c.extra)]})
 	}
 	return out, nil
-}
-
-func asString(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case []byte:
-		return string(x)
-	case nil:
-		return ""
-	default:
-		return fmt.Sprint(x)
-	}
-}
-
-func asBytes(v any) []byte {
-	switch x := v.(type) {
-	case []byte:
-		return x
-	case string:
-		return []byte(x)
-	default:
-		return nil
-	}
 }
