@@ -1274,3 +1274,39 @@ func BenchmarkFreshNotDue(b *testing.B) {
 }
 
 func isPermanent(err error) bool { return jobs.IsPermanent(err) }
+
+// Listeners hear of every credential change a refresh makes: new tokens
+// saved, and a login marked needs_reauth (surfaces push them to hosts).
+func TestOnChangeListeners(t *testing.T) {
+	e := newEnv(t, "sqlite", envOptions{provider: connectortest.ProviderOptions{RotateRefreshTokens: true, AccessTokenTTL: time.Hour}})
+	var mu sync.Mutex
+	var seen []store.User
+	e.svc.OnChange(func(_ context.Context, u *store.User) {
+		mu.Lock()
+		seen = append(seen, *u)
+		mu.Unlock()
+	})
+	u := e.seed("alice", -time.Minute)
+	fresh, err := e.svc.Fresh(context.Background(), u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(seen) != 1 || seen[0].AccessToken != fresh.AccessToken || seen[0].Status != store.StatusActive {
+		t.Fatalf("after refresh, listener saw %d changes", len(seen))
+	}
+	mu.Unlock()
+	// not due: no change, no call
+	if _, err := e.svc.Fresh(context.Background(), u.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(2 * time.Hour)
+	e.prov.FailNext(connectortest.PathToken, connectortest.InvalidGrant(), 1)
+	_, err = e.svc.Fresh(context.Background(), u.ID)
+	wantCode(t, err, failure.NeedsReauth)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[1].Status != store.StatusNeedsReauth || seen[1].ID != u.ID {
+		t.Fatalf("after invalid_grant, listener saw %+v", len(seen))
+	}
+}
