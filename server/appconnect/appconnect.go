@@ -128,14 +128,14 @@ func (s *Surface) crmManifest(c *gin.Context) {
 	if name == "" {
 		body, err = s.Manifests.ClientManifest()
 	} else {
-		if _, ok := s.Manifests.Platform(name); !ok {
+		if p, ok := s.Manifests.Platform(name); !ok || p.Kind() == manifest.KindPlugin {
 			c.JSON(http.StatusBadRequest, gin.H{"error": string(failure.NotFound), "message": "Platform not found", "requestId": httpx.RequestID(c)})
 			return
 		}
 		body, err = s.Manifests.ClientJSON(name)
 	}
 	if err == nil {
-		body, err = ServedManifest(body, s.PublicURL)
+		body, err = ServedManifest(body, s.PublicURL, s.pluginNames())
 	}
 	if err != nil {
 		httpx.Fail(c, failure.New(failure.Internal, "Internal error.", err))
@@ -144,27 +144,44 @@ func (s *Surface) crmManifest(c *gin.Context) {
 	c.Data(http.StatusOK, "application/json; charset=utf-8", body)
 }
 
+// pluginNames are the App Connect plugin platforms: they have their own
+// protocol (server/plugins) and are not CRMs, so /crmManifest leaves them out.
+func (s *Surface) pluginNames() []string {
+	var out []string
+	for _, p := range s.Manifests.Platforms() {
+		if p.Kind() == manifest.KindPlugin {
+			out = append(out, p.Key)
+		}
+	}
+	return out
+}
+
 // ServedManifest points a client manifest at connectd: serverUrl becomes
 // publicURL, and every OAuth platform's auth.oauth.authUrl becomes
 // connectd's GET /oauth/authorize, so an unchanged App Connect client
 // starts its logins here (single-use state, PKCE) instead of at the CRM
-// with a guessable state. Every other key is served untouched. An empty
-// publicURL serves the manifest as it is.
-func ServedManifest(client []byte, publicURL string) ([]byte, error) {
-	if publicURL == "" {
-		return client, nil
-	}
+// with a guessable state. Platforms named in drop are left out. Every other
+// key is served untouched.
+func ServedManifest(client []byte, publicURL string, drop []string) ([]byte, error) {
 	var doc map[string]json.RawMessage
 	if err := json.Unmarshal(client, &doc); err != nil {
 		return nil, err
 	}
 	base := strings.TrimRight(publicURL, "/")
-	doc["serverUrl"], _ = json.Marshal(base)
+	if base != "" {
+		doc["serverUrl"], _ = json.Marshal(base)
+	}
 	var plats map[string]map[string]json.RawMessage
 	if err := json.Unmarshal(doc["platforms"], &plats); err != nil {
 		return nil, err
 	}
+	for _, name := range drop {
+		delete(plats, name)
+	}
 	for _, p := range plats {
+		if base == "" {
+			break
+		}
 		var a map[string]json.RawMessage
 		if json.Unmarshal(p["auth"], &a) != nil {
 			continue

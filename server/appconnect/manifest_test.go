@@ -32,7 +32,7 @@ func TestServedManifestPreservesFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served, err := appconnect.ServedManifest(client, "https://connectd.example.com")
+	served, err := appconnect.ServedManifest(client, "https://connectd.example.com", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
