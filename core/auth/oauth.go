@@ -165,6 +165,9 @@ type CallbackRequest struct {
 	// Purpose the caller expects (App Connect's JSON callback only
 	// completes App Connect flows; /oauth/callback only connect flows).
 	Purpose string
+	// Host is the caller's verified host identity, if it presented one. A
+	// flow started with a host identity completes only for the same one.
+	Host *store.HostIdentity
 }
 
 // LoginResult is a completed login.
@@ -186,23 +189,30 @@ func (e *Engine) CompleteOAuth(ctx context.Context, req CallbackRequest) (*Login
 	if req.State == "" || len(req.State) > 512 {
 		return nil, failure.Newf(failure.InvalidState, "The login link is invalid or has expired. Please start again.")
 	}
-	if req.BindingHash != "" || req.Purpose == store.PurposeConnect {
-		// Browser-bound flows: check the binding before burning the state,
-		// so a forged callback from another browser cannot consume it.
-		f, err := e.o.Store.GetFlow(ctx, req.State)
-		if err != nil {
-			return nil, stateFailure(err)
-		}
-		if f.BindingHash == "" || req.BindingHash == "" || !constantEqual(f.BindingHash, req.BindingHash) {
+	// Everything the caller must match is checked BEFORE the state is
+	// burnt, so a forged or misdirected callback cannot cancel someone
+	// else's login: the purpose (another surface's state), the browser
+	// binding (connect flows) and the host identity the flow was started
+	// with.
+	pending, err := e.o.Store.GetFlow(ctx, req.State)
+	if err != nil {
+		return nil, stateFailure(err)
+	}
+	if req.Purpose != "" && pending.Purpose != req.Purpose {
+		return nil, failure.Newf(failure.InvalidState, "The login link is invalid or has expired. Please start again.")
+	}
+	if pending.Purpose == store.PurposeConnect {
+		if pending.BindingHash == "" || req.BindingHash == "" || !constantEqual(pending.BindingHash, req.BindingHash) {
 			return nil, failure.Newf(failure.InvalidState, "This login was started in another browser. Please start again.")
+		}
+	} else if pending.Host != (store.HostIdentity{}) {
+		if req.Host == nil || *req.Host != pending.Host {
+			return nil, failure.Newf(failure.InvalidState, "This login was started by another user. Please start again.")
 		}
 	}
 	flow, err := e.o.Store.ConsumeFlow(ctx, req.State)
 	if err != nil {
 		return nil, stateFailure(err)
-	}
-	if req.Purpose != "" && flow.Purpose != req.Purpose {
-		return nil, failure.Newf(failure.InvalidState, "The login link is invalid or has expired. Please start again.")
 	}
 	if req.Platform != "" && req.Platform != flow.Platform {
 		return nil, failure.Newf(failure.InvalidState, "The login was started for another platform.")
@@ -341,10 +351,17 @@ func (e *Engine) exchange(ctx context.Context, c connector.Connector, info conne
 }
 
 // classifyTokenError maps a token-endpoint failure to an engine error; the
-// provider's text is never shown.
+// provider's text is never shown, nor logged: a RetrieveError's message
+// carries the response body, which a misbehaving provider may fill with
+// the request it received (client secret, code).
 func classifyTokenError(err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
+		status := 0
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		err = fmt.Errorf("auth: token endpoint answered %d with error code %q", status, truncate(re.ErrorCode, 64))
 		switch {
 		case re.ErrorCode == "invalid_grant":
 			return failure.New(failure.LoginRejected, "The authorization code was refused. Please log in again.", err)

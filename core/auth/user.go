@@ -161,17 +161,18 @@ func (e *Engine) Logout(ctx context.Context, userID string) (connector.Result, e
 	if !ok {
 		return res, nil
 	}
-	// One prompt attempt with the credentials we just removed; on failure
-	// the jobs mechanism retries with backoff.
+	// Durable first: a revocation job exists before the prompt attempt, so
+	// a crash right here still revokes upstream later (revocation is
+	// idempotent: RFC 7009 answers 200 for a token already revoked).
+	if err := e.o.Refresher.EnqueueRevoke(context.WithoutCancel(ctx), old); err != nil {
+		e.o.Logger.Error("could not queue upstream revocation", "platform", old.Platform, "user", old.ID, "error", err)
+	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	req := e.staticUserRequest(actx, ent.Connector, old)
 	r, uerr := un.Unauthorize(actx, req)
 	if uerr != nil {
-		e.o.Logger.Warn("upstream revocation failed; retrying later", "platform", old.Platform, "user", old.ID, "error", uerr)
-		if err := e.o.Refresher.EnqueueRevoke(context.WithoutCancel(ctx), old); err != nil {
-			e.o.Logger.Error("could not queue upstream revocation", "platform", old.Platform, "user", old.ID, "error", err)
-		}
+		e.o.Logger.Warn("upstream revocation failed; the queued job retries it", "platform", old.Platform, "user", old.ID, "error", uerr)
 		return res, nil
 	}
 	if r.ReturnMessage != nil {
@@ -201,7 +202,9 @@ func (e *Engine) staticUserRequest(ctx context.Context, c connector.Connector, u
 			auth = "Basic " + ak.BasicAuth(u.APIKey)
 		}
 	}
-	req := connector.UserRequest{HTTPClient: withAuth(e.o.HTTP, auth), User: u.ConnectorUser()}
+	// The no-redirects client: a revocation endpoint that redirects must
+	// not carry the credential to another host.
+	req := connector.UserRequest{HTTPClient: withAuth(e.o.TokenHTTP, auth), User: u.ConnectorUser()}
 	if info, err := e.o.Apps.ByRef(ctx, u.Platform, u.OAuthAppRef, connector.OAuthInfoRequest{Hostname: u.Hostname, HostAccountID: u.Host.AccountID}); err == nil {
 		req.OAuth = info
 	}

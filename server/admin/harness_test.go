@@ -458,7 +458,9 @@ func (e *env) oauthLogin(hostToken, login string) resp {
 	if err != nil {
 		e.t.Fatalf("provider authorize: %v", err)
 	}
-	return e.do(http.MethodGet, "/oauth-callback?callbackUri="+url.QueryEscape(cb.String()), nil, nil)
+	// The callback carries the same host token: a flow started with a host
+	// identity completes only for it.
+	return e.do(http.MethodGet, "/oauth-callback?callbackUri="+url.QueryEscape(cb.String()), nil, hdr)
 }
 
 func getMap(m map[string]any, keys ...string) any {

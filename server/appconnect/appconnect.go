@@ -26,6 +26,7 @@ import (
 	"github.com/connectd/connectd/core/store"
 	"github.com/connectd/connectd/server"
 	"github.com/connectd/connectd/server/httpx"
+	"github.com/connectd/connectd/server/ratelimit"
 )
 
 // HostVerifier turns the caller's host token (X-RC-Access-Token, legacy
@@ -48,6 +49,8 @@ type Surface struct {
 	// PublicURL is connectd's external base URL: the served manifest's
 	// serverUrl, and the authUrl of every OAuth platform (see ServedManifest).
 	PublicURL string
+
+	limiter *ratelimit.Limiter
 }
 
 // Register implements server.Surface.
@@ -55,6 +58,7 @@ func (s *Surface) Register(r gin.IRouter, mw server.Middlewares) {
 	if s.Logger == nil {
 		s.Logger = hclog.NewNullLogger()
 	}
+	s.limiter = mw.Limiter
 	login := mw.Limiter.PerIP()
 	r.GET("/crmManifest", s.crmManifest)
 	r.GET("/implementedInterfaces", s.implementedInterfaces)
@@ -241,6 +245,9 @@ func (s *Surface) authorize(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if !s.accountAllowed(c, host) {
+		return
+	}
 	started, err := s.Engine.StartOAuth(c.Request.Context(), auth.StartRequest{
 		Platform:    platform,
 		Hostname:    q.Get("hostname"),
@@ -272,7 +279,16 @@ func (s *Surface) oauthCallback(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	host, err := s.host(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if !s.accountAllowed(c, host) {
+		return
+	}
 	res, err := s.Engine.CompleteOAuth(c.Request.Context(), auth.CallbackRequest{
+		Host:     host,
 		State:    params.State,
 		Code:     params.Code,
 		Error:    params.Error,
@@ -316,6 +332,9 @@ func (s *Surface) apiKeyLogin(c *gin.Context) {
 	host, err := s.hostWith(c, body.RCAccessToken)
 	if err != nil {
 		s.fail(c, err)
+		return
+	}
+	if !s.accountAllowed(c, host) {
 		return
 	}
 	res, err := s.Engine.APIKeyLogin(c.Request.Context(), auth.APIKeyRequest{
@@ -451,6 +470,17 @@ func (s *Surface) fail(c *gin.Context, err error) {
 		c.Header("Retry-After", "60")
 	}
 	c.AbortWithStatusJSON(status, body)
+}
+
+// accountAllowed applies the per-account login rate limit (beside the
+// per-IP one), so guessing credentials for one account from many
+// addresses is slowed down too. It answers 429 and returns false when the
+// account's bucket is empty.
+func (s *Surface) accountAllowed(c *gin.Context, host *store.HostIdentity) bool {
+	if host == nil {
+		return true
+	}
+	return s.limiter.CheckAccount(c, host.Kind+"/"+host.AccountID)
 }
 
 // host returns the caller's verified host identity, if it presented one.

@@ -13,6 +13,7 @@ package ratelimit
 import (
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -106,7 +107,7 @@ func reject(c *gin.Context, wait time.Duration) {
 // ClientIP, so trusted proxies only). Put it on login routes.
 func (l *Limiter) PerIP() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if ok, wait := l.Allow("ip:" + c.ClientIP()); !ok {
+		if ok, wait := l.Allow("ip:" + clientKey(c.ClientIP())); !ok {
 			reject(c, wait)
 			return
 		}
@@ -140,4 +141,19 @@ func (l *Limiter) CheckAccount(c *gin.Context, account string) bool {
 		return false
 	}
 	return true
+}
+
+// clientKey is the bucket of a client address: an IPv4 address, or the /64
+// of an IPv6 one (a single host usually holds a whole /64, so per-address
+// buckets would not limit it).
+func clientKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Is4() || a.Is4In6() {
+		return ip
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
 }
