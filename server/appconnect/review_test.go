@@ -3,6 +3,7 @@ package appconnect_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -111,4 +112,60 @@ func TestTokenErrorBodiesAreNotLogged(t *testing.T) {
 		t.Fatalf("status %d", r.Status)
 	}
 	e.h.AssertNoLeak(t, e.p.Options().ClientSecret, code)
+}
+
+// redirectingRevoker revokes through the engine's client at a URL that
+// redirects elsewhere.
+type redirectingRevoker struct {
+	connector.OAuthConnector
+	revokeURL string
+}
+
+func (r redirectingRevoker) Unauthorize(ctx context.Context, req connector.UserRequest) (connector.Result, error) {
+	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.revokeURL, strings.NewReader("token=x"))
+	hr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := req.HTTPClient.Do(hr)
+	if err != nil {
+		return connector.Result{}, err
+	}
+	resp.Body.Close()
+	return connector.Result{Successful: resp.StatusCode == http.StatusOK}, nil
+}
+
+// Logout's revocation never follows a redirect: the credential it carries
+// must not reach another host.
+func TestLogoutRevocationFollowsNoRedirect(t *testing.T) {
+	var sawAuth []string
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sawAuth = append(sawAuth, r.Header.Get("Authorization"))
+	}))
+	defer elsewhere.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+"/steal", http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+
+	clk := clock.NewFake(time.Now())
+	po := connectortest.ProviderOptions{RedirectURIs: []string{clientRedirect}, AccessTokenTTL: time.Hour, Clock: clk}
+	p := connectortest.NewProvider(t, po)
+	base := connectortest.OAuthConnector(p, connectortest.OAuthConnectorOptions{})
+	h := servertest.New(t, servertest.Options{
+		Manifests: [][]byte{connectortest.OAuthManifest("testcrm", po.RedirectURIs, true)},
+		Connectors: map[string]connector.Factory{"testcrm": func(cfg connector.Config) (connector.Connector, error) {
+			c, err := base(cfg)
+			if err != nil {
+				return nil, err
+			}
+			return redirectingRevoker{OAuthConnector: c.(connector.OAuthConnector), revokeURL: redirector.URL + "/revoke"}, nil
+		}},
+		Clock: clk,
+	})
+	e := &oauthEnv{h: h, p: p, clock: clk}
+	jwt, _ := e.login(t, "alice")
+	if r := h.Do(t, http.MethodPost, "/unAuthorize", nil, bearer(jwt)...); r.Status != http.StatusOK {
+		t.Fatalf("unAuthorize: %d %s", r.Status, r.Body)
+	}
+	if len(sawAuth) != 0 {
+		t.Fatalf("the revocation followed a redirect to another host (Authorization %q)", sawAuth)
+	}
 }
