@@ -121,6 +121,11 @@ func Build(ctx context.Context, cfg *config.Config, logger hclog.Logger, getenv 
 	if manifestFS == nil {
 		manifestFS = manifests.FS
 	}
+	if cfg.Demo { // the demo CRM's manifest and connectors (demo.go)
+		if manifestFS, connectors, err = withDemo(cfg, manifestFS, connectors); err != nil {
+			return d, err
+		}
+	}
 	if d.Manifests, err = manifest.Load(manifestFS, cfg.ManifestsDir); err != nil {
 		return d, fmt.Errorf("manifests: %w", err)
 	}

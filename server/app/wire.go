@@ -79,7 +79,7 @@ func Wire(d *Deps, reg prometheus.Registerer) (*Wired, error) {
 		Registry:     d.Registry,
 		PublicURL:    cfg.PublicURL,
 		RedirectURIs: cfg.RedirectURIs,
-		AllowPrivate: cfg.AllowPrivateURLs,
+		AllowPrivate: cfg.AllowPrivateURLs || cfg.Demo, // the demo CRM is this loopback-only server (demo.go)
 		Clock:        d.Clock,
 		Logger:       log,
 		Registerer:   reg,
@@ -162,12 +162,24 @@ func Wire(d *Deps, reg prometheus.Registerer) (*Wired, error) {
 		return nil, fmt.Errorf("kit: %w", err)
 	}
 
+	cons, err := consoleSurface(d, eng)
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
 	w.Surfaces = append(eng.Surfaces(),
 		&admin.Surface{Identity: ids, Sessions: d.Sessions, Managed: mgd, Manifests: d.Manifests, Logger: log.Named("admin")},
 		psurf,
 		w.Blink,
 		ks,
+		cons,
 	)
+	if cfg.Demo {
+		demo, err := demoSurfaces(d)
+		if err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		w.Surfaces = append(w.Surfaces, demo...)
+	}
 	st := d.Store
 	w.Background = []func(ctx context.Context){
 		func(ctx context.Context) { _ = eng.Run(ctx) },
