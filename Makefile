@@ -22,7 +22,7 @@ export CONNECTD_TEST_POSTGRES_URL := $(PG_URL)
 endif
 endif
 
-.PHONY: run build test bench lint fuzz
+.PHONY: run build test test-faults bench loadtest lint fuzz
 
 run: ## serve on 127.0.0.1:8080 with an embedded SQLite database and generated keys in ./data
 	CONNECTD_DEMO=true $(GO) run ./server/cmd/connectd serve
@@ -34,8 +34,28 @@ test: ## unit + integration tests with -race (PostgreSQL too when it answers)
 	@if [ -n "$$CONNECTD_TEST_POSTGRES_URL" ]; then echo "PostgreSQL tests: on"; else echo "PostgreSQL tests: off (no server on 127.0.0.1:5432)"; fi
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-bench: ## Go benchmarks (both backends when PostgreSQL answers)
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# Fault runs (build tag `faults`) on a PRIVATE PostgreSQL cluster that
+# .ci/private-pg creates (initdb on a free loopback port, as the postgres
+# user) and deletes afterwards: the tests stop and restart it, so never the
+# shared server. Serial (-p 1). FAULTS_RUN selects every TestFault* (e.g.
+# kill -9 of a key rotation over 100,000 values, PostgreSQL stopped
+# mid-request), the multi-process refresh-lease take-over and the provider
+# fault cases of core/refresh.
+FAULTS_RUN ?= ^(TestFault.*|TestReplicaProcesses|TestTemporaryFailuresKeepTokens|TestLostResponseThenInvalidGrant|TestLeaseHolderDies|TestConcurrentRefreshAcrossReplicas)$$
+FAULTS_FLAGS ?= -race
+test-faults: ## fault runs (-tags faults) on a private PostgreSQL cluster (SQLite too)
+	.ci/private-pg run -- $(GO) test $(FAULTS_FLAGS) -tags faults -count=1 -p 1 -timeout $(TEST_TIMEOUT) -run '$(FAULTS_RUN)' ./...
+
+BENCH     ?= .
+BENCHTIME ?= 1s
+bench: ## Go benchmarks of the hot paths with -benchmem (SQLite, and PostgreSQL when it answers)
+	@if [ -n "$$CONNECTD_TEST_POSTGRES_URL" ]; then echo "PostgreSQL benchmarks: on"; else echo "PostgreSQL benchmarks: off (no server on 127.0.0.1:5432)"; fi
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) ./...
+
+LOADTEST_ARGS ?= -replicas 1 -c 64 -d 20s -bare
+loadtest: ## load harness (server/cmd/connectd-loadtest): replica processes, fake CRM + provider, table + JSON
+	$(GO) build -o bin/connectd-loadtest ./server/cmd/connectd-loadtest
+	bin/connectd-loadtest $(LOADTEST_ARGS)
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go' 2>/dev/null || find . -name '*.go')); \

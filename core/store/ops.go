@@ -84,3 +84,19 @@ type OperatorUsers interface {
 	// revoked and expired ones included.
 	ListUserSessions(ctx context.Context, userID string) ([]Session, error)
 }
+
+// Pair is a two-part metric label value.
+type Pair struct{ A, B string }
+
+// OpsCounts are the gauges an operator watches, read in one pass.
+type OpsCounts struct {
+	Users        map[Pair]int64   // (platform, status) -> logins
+	LiveSessions map[string]int64 // session kind -> unexpired, unrevoked sessions
+	Jobs         map[Pair]int64   // (kind, state) -> jobs: the outbox
+	Audit        map[string]int64 // managed-credential audit action -> rows since the given time
+}
+
+// OperatorStats reads OpsCounts.
+type OperatorStats interface {
+	OpsCounts(ctx context.Context, auditSince time.Time) (OpsCounts, error)
+}

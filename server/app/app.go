@@ -28,7 +28,6 @@ import (
 	"github.com/connectd/connectd/core/connector"
 	"github.com/connectd/connectd/server"
 	"github.com/connectd/connectd/server/config"
-	"github.com/connectd/connectd/server/keys"
 	"github.com/connectd/connectd/server/logging"
 )
 
@@ -58,6 +57,10 @@ Usage:
   connectd serve [flags]                     run the server (migrates the database first)
   connectd migrate [flags]                   apply database migrations and exit
   connectd keys generate                     print fresh key ring lines for both rings
+  connectd keys add|promote|rotate|status|remove ...
+                                             online key rotation (see connectd keys --help)
+  connectd doctor [--online]                 check the installation: OK / WARN / FAIL with fixes
+  connectd users list|show|revoke ...        stored logins and sessions (never their secrets)
   connectd manifest validate [FILE...]       validate manifests, every problem with its path
   connectd identity token|revoke ...         operator-issued host identity tokens (cdi_...)
   connectd license set|delete|list ...       plugin licences per host account
@@ -88,7 +91,11 @@ func Run(ctx context.Context, args []string, env Env, connectors map[string]conn
 	case "migrate":
 		err = migrate(ctx, args[1:], env)
 	case "keys":
-		err = keysCmd(args[1:], env)
+		err = keysCmd(ctx, args[1:], env)
+	case "doctor":
+		err = doctorCmd(ctx, args[1:], env, connectors)
+	case "users":
+		err = usersCmd(ctx, args[1:], env, connectors)
 	case "manifest":
 		err = manifestCmd(args[1:], env)
 	case "identity":
@@ -242,39 +249,6 @@ func migrate(ctx context.Context, args []string, env Env) error {
 	logger.Info("database migrated", "version", v, "dialect", st.Dialect())
 	fmt.Fprintf(env.Stdout, "database at migration version %d\n", v)
 	return nil
-}
-
-func keysCmd(args []string, env Env) error {
-	const help = `Usage: connectd keys generate
-
-Prints a fresh key ring line (one new 32-byte key with id 1) for each ring:
-  CONNECTD_ENCRYPTION_KEYS=1:...
-  CONNECTD_SESSION_KEYS=1:...
-Deploy them as environment variables (required with PostgreSQL) or put them
-in <data dir>/keys.env (mode 0600). Keep them secret and backed up.
-`
-	if len(args) == 0 {
-		return fmt.Errorf("%w: keys: missing subcommand (run connectd keys --help)", errUsage)
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(env.Stdout, help)
-		return flag.ErrHelp
-	case "generate":
-		fs := flag.NewFlagSet("keys generate", flag.ContinueOnError)
-		fs.Usage = func() { fmt.Fprint(fs.Output(), help) }
-		if err := parse(fs, args[1:], env); err != nil {
-			return err
-		}
-		lines, err := keys.GenerateLines(nil)
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(env.Stdout, lines)
-		return nil
-	default:
-		return fmt.Errorf("%w: keys: unknown subcommand %q (run connectd keys --help)", errUsage, args[0])
-	}
 }
 
 func versionCmd(args []string, env Env) error {

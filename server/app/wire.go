@@ -18,16 +18,13 @@ import (
 	"github.com/connectd/connectd/server/admin"
 	"github.com/connectd/connectd/server/blink"
 	"github.com/connectd/connectd/server/kit"
+	"github.com/connectd/connectd/server/openapi"
+	"github.com/connectd/connectd/server/opsmetrics"
 	"github.com/connectd/connectd/server/plugins"
 )
 
-// Retention of finished jobs, expired flows and audit rows.
-const (
-	janitorEvery    = 5 * time.Minute
-	jobRetention    = 7 * 24 * time.Hour
-	auditRetention  = 400 * 24 * time.Hour
-	pluginSweepTime = time.Minute
-)
+// pluginSweepTime is how often expired plugin tasks are marked.
+const pluginSweepTime = time.Minute
 
 // Wired is the whole server: the engine, the services around it and every
 // surface, plus the background loops serve runs.
@@ -172,7 +169,11 @@ func Wire(d *Deps, reg prometheus.Registerer) (*Wired, error) {
 		w.Blink,
 		ks,
 		cons,
+		openapi.New(openapi.Options{Registry: d.Registry}),
 	)
+	if reg != nil {
+		reg.MustRegister(opsmetrics.New(opsmetrics.Options{Store: d.Store, Logger: log.Named("metrics"), Clock: d.Clock}))
+	}
 	if cfg.Demo {
 		demo, err := demoSurfaces(d)
 		if err != nil {
@@ -185,13 +186,13 @@ func Wire(d *Deps, reg prometheus.Registerer) (*Wired, error) {
 		func(ctx context.Context) { _ = eng.Run(ctx) },
 		func(ctx context.Context) { w.Plugins.Run(ctx, pluginSweepTime) },
 		func(ctx context.Context) {
-			jobs.RunLeasedJanitor(ctx, st, janitorEvery, jobRetention, log.Named("janitor"), d.Clock)
+			jobs.RunLeasedJanitor(ctx, st, cfg.JanitorInterval, cfg.JobRetention, log.Named("janitor"), d.Clock)
 		},
 		func(ctx context.Context) {
 			t := time.NewTicker(time.Hour)
 			defer t.Stop()
 			for {
-				if _, err := st.PurgeAudit(ctx, d.Clock.Now().Add(-auditRetention)); err != nil && ctx.Err() == nil {
+				if _, err := st.PurgeAudit(ctx, d.Clock.Now().Add(-cfg.AuditRetention)); err != nil && ctx.Err() == nil {
 					log.Named("janitor").Warn("purging the audit log failed", "error", err)
 				}
 				select {

@@ -19,7 +19,7 @@ const goodKey = "key-0123456789-secret"
 
 // newAPIKeyEnv is connectd + a fake API-key CRM whose GET /me accepts
 // Basic base64("<goodKey>:").
-func newAPIKeyEnv(t *testing.T, backend string) (*servertest.Harness, *connectortest.CRM) {
+func newAPIKeyEnv(t testing.TB, backend string) (*servertest.Harness, *connectortest.CRM) {
 	t.Helper()
 	crm := connectortest.NewCRM(t)
 	crm.Handle(http.MethodGet, "/me", func(w http.ResponseWriter, r *http.Request) {
@@ -35,6 +35,9 @@ func newAPIKeyEnv(t *testing.T, backend string) (*servertest.Harness, *connector
 		Manifests:  [][]byte{connectortest.APIKeyManifest("keycrm", false)},
 		Connectors: map[string]connector.Factory{"keycrm": connectortest.APIKeyConnector(crm.URL())},
 	})
+	// Leak canary: the API key must appear in no log line and no answer
+	// of any test using this environment (checked when the test ends).
+	h.Leaks.Secret(goodKey)
 	return h, crm
 }
 

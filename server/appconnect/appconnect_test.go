@@ -42,6 +42,11 @@ func newOAuthEnv(t testing.TB, backend string, po connectortest.ProviderOptions,
 		Connectors: map[string]connector.Factory{"testcrm": connectortest.OAuthConnector(p, co)},
 		Clock:      clk,
 	})
+	// Leak canaries for every test using this environment, checked when
+	// the test ends: the client secret and every refresh token the
+	// provider issued must appear in no log line and no answer.
+	h.Leaks.Secret(p.Options().ClientSecret)
+	h.Leaks.Dynamic(p.ActiveRefreshTokens)
 	return &oauthEnv{h: h, p: p, clock: clk}
 }
 

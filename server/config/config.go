@@ -57,6 +57,9 @@ type Config struct {
 	LogFormat         string        // CONNECTD_LOG_FORMAT: text or json
 	Demo              bool          // CONNECTD_DEMO
 	SessionTTL        time.Duration // CONNECTD_SESSION_TTL
+	JanitorInterval   time.Duration // CONNECTD_JANITOR_INTERVAL
+	JobRetention      time.Duration // CONNECTD_JOB_RETENTION
+	AuditRetention    time.Duration // CONNECTD_AUDIT_RETENTION
 }
 
 // Var describes one configuration variable.
@@ -92,6 +95,9 @@ func Vars() []Var {
 		{"log-format", "CONNECTD_LOG_FORMAT", "text", "log format: text or json", false},
 		{"demo", "CONNECTD_DEMO", "false", "serve the demo (local development only)", false},
 		{"session-ttl", "CONNECTD_SESSION_TTL", "336h", "lifetime of App Connect sessions and plugin bearers (Go duration)", false},
+		{"janitor-interval", "CONNECTD_JANITOR_INTERVAL", "5m", "how often the (leased) janitor deletes expired flows, sessions, Kit codes and tokens (Go duration)", false},
+		{"job-retention", "CONNECTD_JOB_RETENTION", "168h", "how long finished jobs and plugin tasks are kept (Go duration)", false},
+		{"audit-retention", "CONNECTD_AUDIT_RETENTION", "9600h", "how long managed-credential audit rows are kept (Go duration; default 400 days)", false},
 	}
 }
 
@@ -225,6 +231,20 @@ func FromMap(raw map[string]string) (*Config, error) {
 	ttl := get("CONNECTD_SESSION_TTL")
 	if c.SessionTTL, err = time.ParseDuration(ttl); err != nil || c.SessionTTL <= 0 {
 		return nil, fmt.Errorf("CONNECTD_SESSION_TTL: %q is not a positive duration such as 24h or 90m", ttl)
+	}
+	for _, d := range []struct {
+		env string
+		min time.Duration
+		dst *time.Duration
+	}{
+		{"CONNECTD_JANITOR_INTERVAL", 10 * time.Second, &c.JanitorInterval},
+		{"CONNECTD_JOB_RETENTION", time.Hour, &c.JobRetention},
+		{"CONNECTD_AUDIT_RETENTION", 24 * time.Hour, &c.AuditRetention},
+	} {
+		v := get(d.env)
+		if *d.dst, err = time.ParseDuration(v); err != nil || *d.dst < d.min {
+			return nil, fmt.Errorf("%s: %q is not a duration of at least %s", d.env, v, d.min)
+		}
 	}
 	return c, nil
 }

@@ -1,8 +1,10 @@
 // Package servertest runs a whole connectd server for tests: a real store
 // (SQLite or PostgreSQL via core/store/storetest), real key rings, the
 // production wiring (app.Assemble) and a real HTTP listener. Every log line
-// and every response body it sees is recorded, so a test can prove that no
-// secret leaked (AssertNoLeak).
+// and every response body it sees is recorded by a leak guard
+// (server/servertest/leakcheck): secrets a test registers (h.Leaks.Secret,
+// AssertNoLeak), and the session key itself, are checked when the test
+// ends, so a leak fails the test that caused it.
 package servertest
 
 import (
@@ -15,7 +17,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"github.com/connectd/connectd/encryption"
 	"github.com/connectd/connectd/server"
 	"github.com/connectd/connectd/server/app"
+	"github.com/connectd/connectd/server/servertest/leakcheck"
 )
 
 // Options configure New.
@@ -61,6 +63,9 @@ type Options struct {
 // Harness is a running server.
 type Harness struct {
 	URL         string
+	// DatabaseURL is the test's own database (fault tests lock tables
+	// through a connection of their own).
+	DatabaseURL string
 	Store       *gormstore.Store
 	Sessions    *session.Manager
 	Manifests   *manifest.Set
@@ -71,32 +76,16 @@ type Harness struct {
 	// Client talks to the server with a cookie jar; it never follows
 	// redirects (tests look at them).
 	Client *http.Client
-	// Logs holds every log line the server wrote.
+	// Logs holds every log line the server wrote (the leak guard's sink).
 	Logs *Buffer
-
-	mu     sync.Mutex
-	bodies [][]byte
+	// Leaks is the test's leak guard: register secrets with
+	// Leaks.Secret / LogSecret / Dynamic; it checks them when the test
+	// ends.
+	Leaks *leakcheck.Guard
 }
 
 // Buffer is a concurrency-safe log sink.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write implements io.Writer.
-func (b *Buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-// String returns everything written.
-func (b *Buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+type Buffer = leakcheck.Buffer
 
 // New starts a server; it is stopped at t.Cleanup.
 func New(t testing.TB, o Options) *Harness {
@@ -108,7 +97,8 @@ func New(t testing.TB, o Options) *Harness {
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
-	h := &Harness{Logs: &Buffer{}}
+	h := &Harness{Leaks: leakcheck.New(t)}
+	h.Logs = h.Leaks.Logs()
 	logger := hclog.New(&hclog.LoggerOptions{Name: "connectd", Level: hclog.Debug, Output: h.Logs, JSONFormat: true})
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -117,7 +107,8 @@ func New(t testing.TB, o Options) *Harness {
 	}
 	h.URL = "http://" + ln.Addr().String()
 
-	h.Store = storetest.OpenStore(t, o.Backend, nil)
+	h.DatabaseURL = storetest.NewURL(t, o.Backend)
+	h.Store = storetest.OpenStoreURL(t, h.DatabaseURL, nil)
 	key, err := encryption.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +116,7 @@ func New(t testing.TB, o Options) *Harness {
 	if h.SessionKeys, err = encryption.NewKeyRing(1, key); err != nil {
 		t.Fatal(err)
 	}
+	h.Leaks.Secret(string(key)) // raw bytes and, through the guard's forms, base64
 	if h.Sessions, err = session.New(session.Options{Keys: h.SessionKeys, Issuer: h.URL, Sessions: h.Store, Clock: o.Clock}); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +181,7 @@ func New(t testing.TB, o Options) *Harness {
 	jar, _ := cookiejar.New(nil)
 	h.Client = &http.Client{
 		Jar:           jar,
-		Transport:     recorder{h: h, base: http.DefaultTransport},
+		Transport:     h.Leaks.Transport(http.DefaultTransport),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       30 * time.Second,
 	}
@@ -204,38 +196,6 @@ func (h *Harness) RunJobs(t testing.TB) int {
 		t.Fatalf("servertest: jobs: %v", err)
 	}
 	return n
-}
-
-// recorder keeps every response body for AssertNoLeak.
-type recorder struct {
-	h    *Harness
-	base http.RoundTripper
-}
-
-func (r recorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := r.base.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	r.h.record(body)
-	for _, vs := range resp.Header {
-		for _, v := range vs {
-			r.h.record([]byte(v))
-		}
-	}
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	return resp, nil
-}
-
-func (h *Harness) record(b []byte) {
-	h.mu.Lock()
-	h.bodies = append(h.bodies, b)
-	h.mu.Unlock()
 }
 
 // Response is a finished request.
@@ -302,25 +262,11 @@ func (h *Harness) Do(t testing.TB, method, path string, body any, headers ...str
 
 // AssertNoLeak fails the test when any canary (a secret value the test
 // planted: client secret, refresh token, API key, code, ...) appears in a
-// log line or in any response body or header the harness saw.
+// log line or in any response body or header the harness saw, plain or
+// encoded. The canaries stay registered: the check runs again when the
+// test ends, covering what happens after this call.
 func (h *Harness) AssertNoLeak(t testing.TB, canaries ...string) {
 	t.Helper()
-	logs := h.Logs.String()
-	h.mu.Lock()
-	bodies := append([][]byte(nil), h.bodies...)
-	h.mu.Unlock()
-	for _, c := range canaries {
-		if len(c) < 6 {
-			continue // too short to be a meaningful canary
-		}
-		if strings.Contains(logs, c) {
-			t.Errorf("servertest: secret canary %q... appears in the logs", c[:4])
-		}
-		for _, b := range bodies {
-			if bytes.Contains(b, []byte(c)) {
-				t.Errorf("servertest: secret canary %q... appears in a response", c[:4])
-				break
-			}
-		}
-	}
+	h.Leaks.Secret(canaries...)
+	h.Leaks.Check(t)
 }

@@ -83,6 +83,9 @@ type Store struct {
 	closers []*sql.DB
 	// sessions caches session rows briefly (nil = off).
 	sessions *sessionCache
+	// rsql is the database/sql pool under r (hotreads.go).
+	rsql *sql.DB
+	hot  hotQueries
 }
 
 var _ store.Store = (*Store)(nil)
@@ -134,12 +137,14 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		sqlDB.SetMaxIdleConns(maxOpen)
 		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 		s.w, s.r = db, db
+		s.rsql = sqlDB
 		s.closers = []*sql.DB{sqlDB}
 	case DialectSQLite:
 		if err := s.openSQLite(target, cfg, maxOpen); err != nil {
 			return nil, err
 		}
 	}
+	s.buildHotQueries()
 	if err := s.Ping(ctx); err != nil {
 		_ = s.Close()
 		return nil, redacted(err, target.password)
@@ -184,7 +189,7 @@ func (s *Store) openSQLite(t target, cfg func() *gorm.Config, maxOpen int) error
 	s.w = w
 	s.closers = []*sql.DB{wsql}
 	if t.memory {
-		s.r = w
+		s.r, s.rsql = w, wsql
 		return nil
 	}
 	r, err := gorm.Open(sqlite.Open(rdsn), cfg())
@@ -199,7 +204,7 @@ func (s *Store) openSQLite(t target, cfg func() *gorm.Config, maxOpen int) error
 	}
 	rsql.SetMaxOpenConns(maxOpen)
 	rsql.SetMaxIdleConns(maxOpen)
-	s.r = r
+	s.r, s.rsql = r, rsql
 	s.closers = append(s.closers, rsql)
 	return nil
 }

@@ -3,6 +3,7 @@ package gormstore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/connectd/connectd/core/store"
 )
@@ -114,4 +115,39 @@ func (s *Store) LiveSessions(ctx context.Context) (int64, int64, error) {
 		return 0, 0, nil
 	}
 	return rows[0].N, *rows[0].Max, nil
+}
+
+var _ store.OperatorStats = (*Store)(nil)
+
+// OpsCounts implements store.OperatorStats with four GROUP BY reads.
+func (s *Store) OpsCounts(ctx context.Context, auditSince time.Time) (store.OpsCounts, error) {
+	out := store.OpsCounts{Users: map[store.Pair]int64{}, LiveSessions: map[string]int64{}, Jobs: map[store.Pair]int64{}, Audit: map[string]int64{}}
+	type row struct {
+		A string `gorm:"column:a"`
+		B string `gorm:"column:b"`
+		N int64  `gorm:"column:n"`
+	}
+	for _, q := range []struct {
+		sql  string
+		a    args
+		into func(r row)
+	}{
+		{`SELECT platform AS a, status AS b, COUNT(*) AS n FROM users GROUP BY platform, status`, nil,
+			func(r row) { out.Users[store.Pair{A: r.A, B: r.B}] = r.N }},
+		{`SELECT kind AS a, '' AS b, COUNT(*) AS n FROM sessions WHERE revoked_at_ms IS NULL AND expires_at_ms > {now} GROUP BY kind`, nil,
+			func(r row) { out.LiveSessions[r.A] = r.N }},
+		{`SELECT kind AS a, state AS b, COUNT(*) AS n FROM jobs GROUP BY kind, state`, nil,
+			func(r row) { out.Jobs[store.Pair{A: r.A, B: r.B}] = r.N }},
+		{`SELECT action AS a, '' AS b, COUNT(*) AS n FROM audit_events WHERE at_ms >= @since GROUP BY action`, args{"since": auditSince.UnixMilli()},
+			func(r row) { out.Audit[r.A] = r.N }},
+	} {
+		var rows []row
+		if _, err := s.query(ctx, s.r, &rows, q.sql, q.a); err != nil {
+			return out, fmt.Errorf("gormstore: ops counts: %w", err)
+		}
+		for _, r := range rows {
+			q.into(r)
+		}
+	}
+	return out, nil
 }

@@ -84,14 +84,15 @@ func (s *Store) GetSession(ctx context.Context, id string) (*store.Session, erro
 		return c, nil
 	}
 	gen := s.sessions.generation()
-	var rows []sessionRow
-	if _, err := s.query(ctx, s.r, &rows, `SELECT `+sessionColumns+` FROM sessions WHERE id = @id`, args{"id": id}); err != nil {
+	var row sessionRow
+	found, err := s.readSessionRow(ctx, id, &row) // hotreads.go
+	if err != nil {
 		return nil, fmt.Errorf("gormstore: get session: %w", err)
 	}
-	if len(rows) == 0 {
+	if !found {
 		return nil, fmt.Errorf("gormstore: session %s: %w", id, store.ErrNotFound)
 	}
-	out := rows[0].session()
+	out := row.session()
 	s.sessions.put(gen, out)
 	return out, nil
 }

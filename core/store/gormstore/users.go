@@ -190,15 +190,15 @@ func (s *Store) updateLogin(ctx context.Context, id string, u *store.User, info 
 
 // GetUser reads one user record, revoked ones included.
 func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
-	var rows []userRow
-	n, err := s.query(ctx, s.r, &rows, `SELECT `+userColumns+` FROM users WHERE id = @id`, args{"id": id})
+	var row userRow
+	found, err := s.readUserRow(ctx, id, &row) // hotreads.go
 	if err != nil {
 		return nil, fmt.Errorf("gormstore: get user: %w", err)
 	}
-	if n == 0 {
+	if !found {
 		return nil, fmt.Errorf("gormstore: user %s: %w", id, store.ErrNotFound)
 	}
-	return s.decodeUser(&rows[0])
+	return s.decodeUser(&row)
 }
 
 // userState distinguishes why a conditional UPDATE matched nothing.
