@@ -86,7 +86,8 @@ type Result struct {
 // ProcResult is one process's resources.
 type ProcResult struct {
 	Name            string  `json:"name"`
-	IdleRSSMB       float64 `json:"idle_rss_mb"`
+	StartRSSMB      float64 `json:"start_rss_mb"` // ready, before any request
+	IdleRSSMB       float64 `json:"idle_rss_mb"`  // after the seed, before the load
 	PeakRSSMB       float64 `json:"peak_rss_mb"`
 	CPUSeconds      float64 `json:"cpu_s"`
 	CPUPercent      float64 `json:"cpu_percent"` // of one core, over the phase
@@ -288,6 +289,11 @@ func Run(ctx context.Context, c Config, progress io.Writer) (res *Result, err er
 		}
 		procs = append(procs, p)
 	}
+	startRSS := make([]int64, len(procs))
+	for i, p := range procs {
+		st, _ := readProc(p.cmd.Process.Pid)
+		startRSS[i] = st.RSSKB
+	}
 	d := &driver{client: newClient(max(c.Concurrency, c.Storm*c.Replicas) + 8), users: c.Users, f: f}
 	for _, p := range procs {
 		d.targets = append(d.targets, p.url)
@@ -341,7 +347,7 @@ func Run(ctx context.Context, c Config, progress io.Writer) (res *Result, err er
 		after, _ := readProc(p.cmd.Process.Pid)
 		cpu := after.CPU - before[i].CPU
 		res.Processes = append(res.Processes, ProcResult{
-			Name: p.name, IdleRSSMB: mb(before[i].RSSKB), PeakRSSMB: mb(after.PeakRSSKB),
+			Name: p.name, StartRSSMB: mb(startRSS[i]), IdleRSSMB: mb(before[i].RSSKB), PeakRSSMB: mb(after.PeakRSSKB),
 			CPUSeconds: cpu.Seconds(), CPUPercent: 100 * cpu.Seconds() / elapsed.Seconds(),
 			FDsBefore: before[i].FDs, FDsAfter: after.FDs,
 			GoroutinesBefor: gBefore[i], GoroutinesAfter: goroutines(p.url),
@@ -370,7 +376,7 @@ func Run(ctx context.Context, c Config, progress io.Writer) (res *Result, err er
 			res.BareRatio = av.RPS / res.Bare.RPS
 		}
 		cpu := b1.CPU - b0.CPU
-		res.Processes = append(res.Processes, ProcResult{Name: "bare", IdleRSSMB: mb(b0.RSSKB), PeakRSSMB: mb(b1.PeakRSSKB), CPUSeconds: cpu.Seconds(), CPUPercent: 100 * cpu.Seconds() / belapsed.Seconds(), FDsBefore: b0.FDs, FDsAfter: b1.FDs, GoroutinesBefor: -1, GoroutinesAfter: -1})
+		res.Processes = append(res.Processes, ProcResult{Name: "bare", StartRSSMB: mb(b0.RSSKB), IdleRSSMB: mb(b0.RSSKB), PeakRSSMB: mb(b1.PeakRSSKB), CPUSeconds: cpu.Seconds(), CPUPercent: 100 * cpu.Seconds() / belapsed.Seconds(), FDsBefore: b0.FDs, FDsAfter: b1.FDs, GoroutinesBefor: -1, GoroutinesAfter: -1})
 	}
 	return res, nil
 }
@@ -506,9 +512,9 @@ func PrintTable(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "upstream calls: provider token %d (refresh %d), userinfo %d; CRM /me %d\n",
 		r.Upstream.ProviderToken, r.Upstream.ProviderRefresh, r.Upstream.ProviderUser, r.Upstream.CRMMe)
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "process\tidle RSS MB\tpeak RSS MB\tCPU s\tCPU % of a core\tfds before/after\tgoroutines before/after\t")
+	fmt.Fprintln(tw, "process\tstart RSS MB\tidle RSS MB\tpeak RSS MB\tCPU s\tCPU % of a core\tfds before/after\tgoroutines before/after\t")
 	for _, p := range r.Processes {
-		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.0f\t%d/%d\t%d/%d\t\n", p.Name, p.IdleRSSMB, p.PeakRSSMB, p.CPUSeconds, p.CPUPercent, p.FDsBefore, p.FDsAfter, p.GoroutinesBefor, p.GoroutinesAfter)
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%d/%d\t%d/%d\t\n", p.Name, p.StartRSSMB, p.IdleRSSMB, p.PeakRSSMB, p.CPUSeconds, p.CPUPercent, p.FDsBefore, p.FDsAfter, p.GoroutinesBefor, p.GoroutinesAfter)
 	}
 	tw.Flush()
 }

@@ -62,7 +62,7 @@ type Options struct {
 
 // Harness is a running server.
 type Harness struct {
-	URL         string
+	URL string
 	// DatabaseURL is the test's own database (fault tests lock tables
 	// through a connection of their own).
 	DatabaseURL string
