@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,39 +12,14 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/connectd/connectd/server/servertest/browsertest"
+
 	"github.com/connectd/connectd/core/store/storetest"
 )
 
-// chromiumPath finds Debian's chromium. Under CI=true a missing browser
-// fails the test (CI installs it); locally the test is skipped.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CI=true but chromium is not installed (apt-get install -y chromium)")
-	}
-	t.Skip("chromium not installed; the browser test runs in CI")
-	return ""
-}
+func chromiumPath(t *testing.T) string { return browsertest.Chromium(t) }
 
-// artifactDir is where failure screenshots go: $CONNECTD_TEST_ARTIFACTS,
-// else a directory that outlives the test in the system temp dir.
-func artifactDir(t *testing.T) string {
-	if d := os.Getenv("CONNECTD_TEST_ARTIFACTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err == nil {
-			return d
-		}
-	}
-	d, err := os.MkdirTemp("", "connectd-admin-browser-")
-	if err != nil {
-		return t.TempDir()
-	}
-	return d
-}
+func artifactDir(t *testing.T) string { return browsertest.ArtifactDir(t, "connectd-admin-browser-") }
 
 // TestAdminPageInBrowser drives the admin page in headless Chromium: load,
 // sign in with an operator identity token, set a secret value, see "set",
@@ -55,20 +29,7 @@ func TestAdminPageInBrowser(t *testing.T) {
 	e := newEnv(t, storetest.SQLite)
 	tok := e.operatorToken("500", "1", true)
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chrome),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1200, 900),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	actx, cancelAlloc := browsertest.NewAllocator(t, chrome, 1200, 900)
 	defer cancelAlloc()
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	defer cancelBrowser()

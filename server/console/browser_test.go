@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,39 +14,14 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/connectd/connectd/server/servertest/browsertest"
+
 	"github.com/connectd/connectd/core/store"
 )
 
-// chromiumPath finds Debian's chromium. Under CI=true a missing browser
-// fails the test (CI installs it); locally the test is skipped.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CI=true but chromium is not installed (apt-get install -y chromium)")
-	}
-	t.Skip("chromium not installed; the browser test runs in CI")
-	return ""
-}
+func chromiumPath(t *testing.T) string { return browsertest.Chromium(t) }
 
-// artifactDir is where failure screenshots go: $CONNECTD_TEST_ARTIFACTS,
-// else a directory that outlives the test in the system temp dir.
-func artifactDir(t *testing.T) string {
-	if d := os.Getenv("CONNECTD_TEST_ARTIFACTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err == nil {
-			return d
-		}
-	}
-	d, err := os.MkdirTemp("", "connectd-console-browser-")
-	if err != nil {
-		return t.TempDir()
-	}
-	return d
-}
+func artifactDir(t *testing.T) string { return browsertest.ArtifactDir(t, "connectd-console-browser-") }
 
 // browser is one headless Chromium tab; console errors (CSP violations,
 // failed loads, exceptions) are collected.
@@ -61,20 +35,7 @@ type browser struct {
 
 func newBrowser(t *testing.T) *browser {
 	chrome := chromiumPath(t)
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chrome),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1200, 1000),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	actx, cancelAlloc := browsertest.NewAllocator(t, chrome, 1200, 1000)
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	ctx, cancel := context.WithTimeout(bctx, 120*time.Second)
 	t.Cleanup(func() { cancel(); cancelBrowser(); cancelAlloc() })

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,26 +20,10 @@ import (
 
 	corekit "github.com/connectd/connectd/core/kit"
 	"github.com/connectd/connectd/core/store/storetest"
+	"github.com/connectd/connectd/server/servertest/browsertest"
 )
 
-// chromiumPath finds Chromium; missing it fails under CI=true and skips
-// elsewhere.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if _, err := exec.LookPath(p); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed (apt-get install -y chromium): browser tests must run in CI")
-	}
-	t.Skip("chromium not installed")
-	return ""
-}
+func chromiumPath(t *testing.T) string { return browsertest.Chromium(t) }
 
 // fakeKit plays Kit: its install page receives the code, exchanges it
 // server-side at connectd's token endpoint and calls the deals plugin.
@@ -141,13 +124,7 @@ func browserInstall(t *testing.T, bin, connectorName string, signIn func(ctx con
 	}
 	clientID, secret = app.ClientID, sec
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	actx, cancel := browsertest.NewAllocator(t, bin, 1200, 900)
 	defer cancel()
 	ctx, cancel := chromedp.NewContext(actx)
 	defer cancel()
