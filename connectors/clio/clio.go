@@ -34,7 +34,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -208,43 +207,27 @@ type whoAmI struct {
 	} `json:"data"`
 }
 
-type apiResult struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (r apiResult) err(what string) error {
-	if r.status == http.StatusTooManyRequests {
-		return fmt.Errorf("clio: %s rate limited (429, Retry-After %q)", what, r.header.Get("Retry-After"))
+// statusErr is the error for an answer that is neither a success nor a
+// refusal of the login.
+func statusErr(what string, r connector.Response) error {
+	if r.Status == http.StatusTooManyRequests {
+		return fmt.Errorf("clio: %s rate limited (429, Retry-After %q)", what, r.Header.Get("Retry-After"))
 	}
-	return fmt.Errorf("clio: %s answered HTTP %d", what, r.status)
+	return fmt.Errorf("clio: %s answered HTTP %d", what, r.Status)
 }
 
 // getWhoAmI calls GET /api/v4/users/who_am_i.json?fields=id,name,time_zone
 // (without fields only id and etag come back).
-func (c *Connector) getWhoAmI(ctx context.Context, client *http.Client, base, authHeader string) (apiResult, error) {
-	if client == nil {
-		return apiResult{}, errors.New("clio: no HTTP client given")
-	}
+func (c *Connector) getWhoAmI(ctx context.Context, client *http.Client, base, authHeader string) (connector.Response, error) {
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v4/users/who_am_i.json?fields=id,name,time_zone", nil)
 	if err != nil {
-		return apiResult{}, fmt.Errorf("clio: who_am_i request: %w", err)
+		return connector.Response{}, fmt.Errorf("clio: who_am_i request: %w", err)
 	}
-	hreq.Header.Set("Accept", "application/json")
-	if authHeader != "" {
-		hreq.Header.Set("Authorization", authHeader)
-	}
-	resp, err := client.Do(hreq)
+	resp, err := connector.Call(client, hreq, authHeader, maxResponseBytes)
 	if err != nil {
-		return apiResult{}, fmt.Errorf("clio: who_am_i: %w", err)
+		return connector.Response{}, fmt.Errorf("clio: who_am_i: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil {
-		return apiResult{}, fmt.Errorf("clio: who_am_i: reading answer: %w", err)
-	}
-	return apiResult{status: resp.StatusCode, header: resp.Header, body: body}, nil
+	return resp, nil
 }
 
 // UserInfo implements connector.Connector.
@@ -263,7 +246,7 @@ func (c *Connector) UserInfo(ctx context.Context, req connector.UserInfoRequest)
 	if err != nil {
 		return connector.UserInfoResult{}, err
 	}
-	switch r.status {
+	switch r.Status {
 	case http.StatusOK:
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return connector.UserInfoResult{
@@ -274,10 +257,10 @@ func (c *Connector) UserInfo(ctx context.Context, req connector.UserInfoRequest)
 			},
 		}, nil
 	default:
-		return connector.UserInfoResult{}, r.err("who_am_i")
+		return connector.UserInfoResult{}, statusErr("who_am_i", r)
 	}
 	var me whoAmI
-	if err := json.Unmarshal(r.body, &me); err != nil {
+	if err := json.Unmarshal(r.Body, &me); err != nil {
 		return connector.UserInfoResult{}, fmt.Errorf("clio: who_am_i answered malformed JSON: %w", err)
 	}
 	if me.Data == nil || me.Data.ID.String() == "" {
@@ -313,7 +296,7 @@ func (c *Connector) ValidateAuth(ctx context.Context, req connector.UserRequest)
 	if err != nil {
 		return connector.ValidationResult{}, err
 	}
-	switch r.status {
+	switch r.Status {
 	case http.StatusOK:
 		return connector.ValidationResult{Successful: true, Status: http.StatusOK}, nil
 	case http.StatusUnauthorized:
@@ -326,7 +309,7 @@ func (c *Connector) ValidateAuth(ctx context.Context, req connector.UserRequest)
 			},
 		}, nil
 	default:
-		return connector.ValidationResult{}, r.err("who_am_i")
+		return connector.ValidationResult{}, statusErr("who_am_i", r)
 	}
 }
 
@@ -351,28 +334,23 @@ func (c *Connector) Unauthorize(ctx context.Context, req connector.UserRequest) 
 	if err != nil {
 		return connector.Result{}, err
 	}
-	if req.HTTPClient == nil {
-		return connector.Result{}, errors.New("clio: no HTTP client given")
-	}
 	form := url.Values{"token": {token}}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, a.deauthURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return connector.Result{}, fmt.Errorf("clio: deauthorize request: %w", err)
 	}
 	hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := req.HTTPClient.Do(hreq)
+	resp, err := connector.Call(req.HTTPClient, hreq, "", maxResponseBytes)
 	if err != nil {
 		return connector.Result{}, fmt.Errorf("clio: deauthorize: %w", err)
 	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBytes))
 	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	case resp.Status >= 200 && resp.Status < 300:
 		return done, nil
-	case resp.StatusCode == http.StatusUnauthorized:
+	case resp.Status == http.StatusUnauthorized:
 		c.logger.Debug("clio grant already deauthorized")
 		return done, nil
 	default:
-		return connector.Result{}, fmt.Errorf("clio: deauthorize answered HTTP %d", resp.StatusCode)
+		return connector.Result{}, fmt.Errorf("clio: deauthorize answered HTTP %d", resp.Status)
 	}
 }

@@ -36,7 +36,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -153,9 +152,6 @@ func (b *base) expand(raw, hostname string) (string, error) {
 // fetchUser calls the user-info URL. header/value set the credential when
 // header is non-empty (logins); per-user calls pass the engine's client.
 func (b *base) fetchUser(ctx context.Context, client *http.Client, hostname, header, value string) (status int, doc any, err error) {
-	if client == nil {
-		return 0, nil, errors.New("declarative: no HTTP client given")
-	}
 	u, err := b.expand(b.user.URL, hostname)
 	if err != nil {
 		return 0, nil, err
@@ -164,31 +160,25 @@ func (b *base) fetchUser(ctx context.Context, client *http.Client, hostname, hea
 	if err != nil {
 		return 0, nil, fmt.Errorf("declarative: %s: user info request: %w", b.name, err)
 	}
-	req.Header.Set("Accept", "application/json")
 	if header != "" {
 		req.Header.Set(header, value)
 	}
-	resp, err := client.Do(req)
+	resp, err := connector.Call(client, req, "", maxResponseBytes)
 	if err != nil {
 		return 0, nil, fmt.Errorf("declarative: %s: user info: %w", b.name, err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-	if err != nil {
-		return 0, nil, fmt.Errorf("declarative: %s: user info: reading answer: %w", b.name, err)
-	}
-	if len(body) > maxResponseBytes {
+	if resp.Truncated {
 		return 0, nil, fmt.Errorf("declarative: %s: user info answer larger than %d bytes", b.name, maxResponseBytes)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, nil, nil
+	if resp.Status != http.StatusOK {
+		return resp.Status, nil, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
+	dec := json.NewDecoder(bytes.NewReader(resp.Body))
 	dec.UseNumber()
 	if err := dec.Decode(&doc); err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("declarative: %s: user info answered malformed JSON: %w", b.name, err)
+		return resp.Status, nil, fmt.Errorf("declarative: %s: user info answered malformed JSON: %w", b.name, err)
 	}
-	return resp.StatusCode, doc, nil
+	return resp.Status, doc, nil
 }
 
 // userInfo turns a user-info exchange into the contract's answer.
@@ -389,25 +379,23 @@ func (c *oauthConn) revoke(ctx context.Context, revokeURL, clientID string, secr
 	if c.authStyle() == oauth2.AuthStyleInHeader {
 		req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret.Reveal()))
 	}
-	resp, err := c.plain.Do(req)
+	resp, err := connector.Call(c.plain, req, "", maxResponseBytes)
 	if err != nil {
 		return fmt.Errorf("declarative: %s: revoking the %s: %w", c.name, hint, err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if resp.StatusCode == http.StatusOK {
+	if resp.Status == http.StatusOK {
 		return nil
 	}
-	if resp.StatusCode == http.StatusBadRequest {
+	if resp.Status == http.StatusBadRequest {
 		var e struct {
 			Error string `json:"error"`
 		}
-		if json.Unmarshal(body, &e) == nil && (e.Error == "invalid_token" || e.Error == "invalid_grant") {
+		if json.Unmarshal(resp.Body, &e) == nil && (e.Error == "invalid_token" || e.Error == "invalid_grant") {
 			c.logger.Debug("token already revoked", "hint", hint)
 			return nil
 		}
 	}
-	return fmt.Errorf("declarative: %s: revoking the %s answered HTTP %d", c.name, hint, resp.StatusCode)
+	return fmt.Errorf("declarative: %s: revoking the %s answered HTTP %d", c.name, hint, resp.Status)
 }
 
 type oauthRevoke struct{ *oauthConn }

@@ -28,7 +28,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -142,41 +141,25 @@ type me struct {
 	AccountOwner bool        `json:"ACCOUNT_OWNER"`
 }
 
-type apiResult struct {
-	status int
-	header http.Header
-	body   []byte
+// statusErr is the error for a Users/Me answer that is neither a success
+// nor a refusal of the key.
+func statusErr(r connector.Response) error {
+	if r.Status == http.StatusTooManyRequests {
+		return fmt.Errorf("insightly: Users/Me rate limited (429, Retry-After %q)", r.Header.Get("Retry-After"))
+	}
+	return fmt.Errorf("insightly: Users/Me answered HTTP %d", r.Status)
 }
 
-func (r apiResult) err() error {
-	if r.status == http.StatusTooManyRequests {
-		return fmt.Errorf("insightly: Users/Me rate limited (429, Retry-After %q)", r.header.Get("Retry-After"))
-	}
-	return fmt.Errorf("insightly: Users/Me answered HTTP %d", r.status)
-}
-
-func (c *Connector) getMe(ctx context.Context, client *http.Client, base, authHeader string) (apiResult, error) {
-	if client == nil {
-		return apiResult{}, errors.New("insightly: no HTTP client given")
-	}
+func (c *Connector) getMe(ctx context.Context, client *http.Client, base, authHeader string) (connector.Response, error) {
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/Users/Me", nil)
 	if err != nil {
-		return apiResult{}, fmt.Errorf("insightly: Users/Me request: %w", err)
+		return connector.Response{}, fmt.Errorf("insightly: Users/Me request: %w", err)
 	}
-	hreq.Header.Set("Accept", "application/json")
-	if authHeader != "" {
-		hreq.Header.Set("Authorization", authHeader)
-	}
-	resp, err := client.Do(hreq)
+	resp, err := connector.Call(client, hreq, authHeader, maxResponseBytes)
 	if err != nil {
-		return apiResult{}, fmt.Errorf("insightly: Users/Me: %w", err)
+		return connector.Response{}, fmt.Errorf("insightly: Users/Me: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil {
-		return apiResult{}, fmt.Errorf("insightly: Users/Me: reading answer: %w", err)
-	}
-	return apiResult{status: resp.StatusCode, header: resp.Header, body: body}, nil
+	return resp, nil
 }
 
 func refused(msg string) connector.UserInfoResult {
@@ -207,15 +190,15 @@ func (c *Connector) UserInfo(ctx context.Context, req connector.UserInfoRequest)
 	if err != nil {
 		return connector.UserInfoResult{}, err
 	}
-	switch r.status {
+	switch r.Status {
 	case http.StatusOK:
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return refused("Insightly did not accept the API key. Check the key and the API URL in Insightly's User Settings."), nil
 	default:
-		return connector.UserInfoResult{}, r.err()
+		return connector.UserInfoResult{}, statusErr(r)
 	}
 	var m me
-	if err := json.Unmarshal(r.body, &m); err != nil {
+	if err := json.Unmarshal(r.Body, &m); err != nil {
 		return connector.UserInfoResult{}, fmt.Errorf("insightly: Users/Me answered malformed JSON: %w", err)
 	}
 	if m.UserID.String() == "" {
@@ -255,7 +238,7 @@ func (c *Connector) ValidateAuth(ctx context.Context, req connector.UserRequest)
 	if err != nil {
 		return connector.ValidationResult{}, err
 	}
-	switch r.status {
+	switch r.Status {
 	case http.StatusOK:
 		return connector.ValidationResult{Successful: true, Status: http.StatusOK}, nil
 	case http.StatusUnauthorized:
@@ -264,7 +247,7 @@ func (c *Connector) ValidateAuth(ctx context.Context, req connector.UserRequest)
 			MessageType: connector.MessageWarning, TTL: 5000,
 		}}, nil
 	default:
-		return connector.ValidationResult{}, r.err()
+		return connector.ValidationResult{}, statusErr(r)
 	}
 }
 

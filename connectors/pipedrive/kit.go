@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -165,9 +164,6 @@ func (c *Connector) kitDealSearch(ctx context.Context, req connector.KitPluginRe
 // kitGet calls the creator's company API; the engine's client injects
 // (and refreshes) the bearer token.
 func (c *Connector) kitGet(ctx context.Context, req connector.UserRequest, path string, q url.Values, out any) error {
-	if req.HTTPClient == nil {
-		return fmt.Errorf("pipedrive: no HTTP client given")
-	}
 	base, err := c.apiBase(req.User.Hostname)
 	if err != nil {
 		return err
@@ -176,24 +172,20 @@ func (c *Connector) kitGet(ctx context.Context, req connector.UserRequest, path 
 	if err != nil {
 		return fmt.Errorf("pipedrive: %s request: %w", path, err)
 	}
-	hreq.Header.Set("Accept", "application/json")
-	resp, err := req.HTTPClient.Do(hreq)
+	// No Authorization: the engine's client injects the user's credential.
+	resp, err := connector.Call(req.HTTPClient, hreq, "", maxResponseBytes)
 	if err != nil {
 		return fmt.Errorf("pipedrive: %s: %w", path, err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil {
-		return fmt.Errorf("pipedrive: %s: reading answer: %w", path, err)
-	}
+	data := resp.Body
 	switch {
-	case resp.StatusCode == http.StatusOK:
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+	case resp.Status == http.StatusOK:
+	case resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
 		return &connector.KitPluginError{Code: http.StatusUnauthorized, Messages: []string{"Pipedrive refused the connection. Please reinstall the app."}}
-	case resp.StatusCode == http.StatusTooManyRequests:
+	case resp.Status == http.StatusTooManyRequests:
 		return &connector.KitPluginError{Code: http.StatusTooManyRequests, Messages: []string{"Pipedrive is rate limiting requests. Please try again shortly."}}
 	default:
-		return fmt.Errorf("pipedrive: %s answered HTTP %d", path, resp.StatusCode)
+		return fmt.Errorf("pipedrive: %s answered HTTP %d", path, resp.Status)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("pipedrive: %s answered malformed JSON: %w", path, err)

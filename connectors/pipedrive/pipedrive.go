@@ -29,7 +29,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -281,29 +280,17 @@ func (r meResult) err() error {
 // getMe calls users/me. authHeader is set when non-empty (logins); per-user
 // calls leave it empty and let the engine's client inject the credential.
 func (c *Connector) getMe(ctx context.Context, client *http.Client, base, authHeader string) (meResult, error) {
-	if client == nil {
-		return meResult{}, errors.New("pipedrive: no HTTP client given")
-	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/users/me", nil)
 	if err != nil {
 		return meResult{}, fmt.Errorf("pipedrive: users/me request: %w", err)
 	}
-	hreq.Header.Set("Accept", "application/json")
-	if authHeader != "" {
-		hreq.Header.Set("Authorization", authHeader)
-	}
-	resp, err := client.Do(hreq)
+	resp, err := connector.Call(client, hreq, authHeader, maxResponseBytes)
 	if err != nil {
 		return meResult{}, fmt.Errorf("pipedrive: users/me: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil {
-		return meResult{}, fmt.Errorf("pipedrive: users/me: reading answer: %w", err)
-	}
-	r := meResult{status: resp.StatusCode, header: resp.Header}
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(body, &r.me); err != nil {
+	r := meResult{status: resp.Status, header: resp.Header}
+	if resp.Status == http.StatusOK {
+		if err := json.Unmarshal(resp.Body, &r.me); err != nil {
 			return meResult{}, fmt.Errorf("pipedrive: users/me answered malformed JSON: %w", err)
 		}
 	}
@@ -375,9 +362,6 @@ func (c *Connector) Unauthorize(ctx context.Context, req connector.UserRequest) 
 }
 
 func (c *Connector) revoke(ctx context.Context, client *http.Client, revokeURL, clientID string, secret connector.Secret, token, hint string) error {
-	if client == nil {
-		return errors.New("pipedrive: no HTTP client given")
-	}
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, revokeURL, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -385,24 +369,22 @@ func (c *Connector) revoke(ctx context.Context, client *http.Client, revokeURL, 
 	}
 	hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	hreq.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret.Reveal()))
-	resp, err := client.Do(hreq)
+	resp, err := connector.Call(client, hreq, "", maxResponseBytes)
 	if err != nil {
 		return fmt.Errorf("pipedrive: revoking the %s: %w", hint, err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if resp.StatusCode == http.StatusOK {
+	if resp.Status == http.StatusOK {
 		return nil
 	}
 	// An already revoked or unknown token: nothing left to revoke.
-	if resp.StatusCode == http.StatusBadRequest {
+	if resp.Status == http.StatusBadRequest {
 		var e struct {
 			Error string `json:"error"`
 		}
-		if json.Unmarshal(body, &e) == nil && (e.Error == "invalid_token" || e.Error == "invalid_grant") {
+		if json.Unmarshal(resp.Body, &e) == nil && (e.Error == "invalid_token" || e.Error == "invalid_grant") {
 			c.logger.Debug("pipedrive token already revoked", "hint", hint)
 			return nil
 		}
 	}
-	return fmt.Errorf("pipedrive: revoking the %s answered HTTP %d", hint, resp.StatusCode)
+	return fmt.Errorf("pipedrive: revoking the %s answered HTTP %d", hint, resp.Status)
 }

@@ -33,7 +33,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -158,35 +157,25 @@ func (c *Connector) UserInfo(ctx context.Context, req connector.UserInfoRequest)
 	if len(missing) > 0 {
 		return refused("Missing " + strings.Join(missing, ", ") + "."), nil
 	}
-	if req.HTTPClient == nil {
-		return connector.UserInfoResult{}, errors.New("redtail: no HTTP client given")
-	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/authentication", nil)
 	if err != nil {
 		return connector.UserInfoResult{}, fmt.Errorf("redtail: authentication request: %w", err)
 	}
-	hreq.Header.Set("Accept", "application/json")
-	hreq.Header.Set("Authorization", LoginAuthHeader(apiKey, username, password))
-	resp, err := req.HTTPClient.Do(hreq)
+	resp, err := connector.Call(req.HTTPClient, hreq, LoginAuthHeader(apiKey, username, password), maxResponseBytes)
 	if err != nil {
 		return connector.UserInfoResult{}, fmt.Errorf("redtail: authentication: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil {
-		return connector.UserInfoResult{}, fmt.Errorf("redtail: authentication: reading answer: %w", err)
-	}
-	switch resp.StatusCode {
+	switch resp.Status {
 	case http.StatusOK:
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return refused("Redtail did not accept the user name and password (or the account's API key)."), nil
 	case http.StatusTooManyRequests:
 		return connector.UserInfoResult{}, fmt.Errorf("redtail: authentication rate limited (429, Retry-After %q)", resp.Header.Get("Retry-After"))
 	default:
-		return connector.UserInfoResult{}, fmt.Errorf("redtail: authentication answered HTTP %d", resp.StatusCode)
+		return connector.UserInfoResult{}, fmt.Errorf("redtail: authentication answered HTTP %d", resp.Status)
 	}
 	var ar authResponse
-	if err := json.Unmarshal(body, &ar); err != nil {
+	if err := json.Unmarshal(resp.Body, &ar); err != nil {
 		return connector.UserInfoResult{}, fmt.Errorf("redtail: authentication answered malformed JSON: %w", err)
 	}
 	u := ar.AuthenticatedUser
