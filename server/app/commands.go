@@ -41,6 +41,27 @@ func operatorStore(ctx context.Context, env Env, fn func(st *gormstore.Store, se
 	return fn(st, sm)
 }
 
+// operatorServer builds the whole wired server (no listener) for an
+// operator command that must act through the engine (logout revokes
+// upstream), configuration from the environment, and hands it to fn.
+func operatorServer(ctx context.Context, env Env, connectors map[string]connector.Factory, fn func(d *Deps, w *Wired) error) error {
+	cfg, err := loadConfig("connectd", "", nil, env)
+	if err != nil {
+		return err
+	}
+	logger := logging.New(env.Stderr, cfg.LogLevel, cfg.LogFormat)
+	d, err := Build(ctx, cfg, logger, env.Getenv, env.Manifests, connectors)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	w, err := Wire(d, nil)
+	if err != nil {
+		return err
+	}
+	return fn(d, w)
+}
+
 // exitCode turns a sub-command's exit status into Run's error convention.
 func exitCode(code int) error {
 	switch code {
@@ -154,28 +175,16 @@ func kitCmd(ctx context.Context, args []string, env Env, connectors map[string]c
 	if len(args) == 0 || args[0] != "app" {
 		return fmt.Errorf("%w: usage: connectd kit app create|list|rotate-secret|delete (run connectd --help)", errUsage)
 	}
-	cfg, err := loadConfig("connectd", "", nil, env)
-	if err != nil {
-		return err
-	}
-	logger := logging.New(env.Stderr, cfg.LogLevel, cfg.LogFormat)
-	d, err := Build(ctx, cfg, logger, env.Getenv, env.Manifests, connectors)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	w, err := Wire(d, nil)
-	if err != nil {
-		return err
-	}
-	return exitCode(kit.AppCommand(ctx, args[1:], env.Stdout, env.Stderr, kit.CommandOptions{
-		Store:      d.Store,
-		Connectors: d.Registry.Names(),
-		EndLogin: func(ctx context.Context, id string) error {
-			_, err := w.Engine.Auth.Logout(ctx, id)
-			return err
-		},
-	}))
+	return operatorServer(ctx, env, connectors, func(d *Deps, w *Wired) error {
+		return exitCode(kit.AppCommand(ctx, args[1:], env.Stdout, env.Stderr, kit.CommandOptions{
+			Store:      d.Store,
+			Connectors: d.Registry.Names(),
+			EndLogin: func(ctx context.Context, id string) error {
+				_, err := w.Engine.Auth.Logout(ctx, id)
+				return err
+			},
+		}))
+	})
 }
 
 // connectorCmd: connectd connector new NAME --auth oauth|apiKey

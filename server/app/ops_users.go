@@ -246,36 +246,24 @@ func usersShow(ctx context.Context, w io.Writer, st opsStore, id string, asJSON 
 }
 
 func usersRevoke(ctx context.Context, env Env, connectors map[string]connector.Factory, id string) error {
-	cfg, err := loadConfig("connectd", "", nil, env)
-	if err != nil {
-		return err
-	}
-	logger := logging.New(env.Stderr, cfg.LogLevel, cfg.LogFormat)
-	d, err := Build(ctx, cfg, logger, env.Getenv, env.Manifests, connectors)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	w, err := Wire(d, nil)
-	if err != nil {
-		return err
-	}
-	if _, err := d.Store.UserSummary(ctx, id); errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("no user %q (connectd users list shows the ids)", id)
-	} else if err != nil {
-		return err
-	}
-	if _, err := w.Engine.Auth.Logout(ctx, id); err != nil {
-		return fmt.Errorf("revoke user %s: %w", id, err)
-	}
-	// Try the queued upstream revocation now; a running server retries it.
-	if n, err := w.Engine.Jobs.RunOnce(ctx); err != nil {
-		logger.Warn("upstream revocation will be retried by the server", "user", id, "error", err)
-	} else {
-		logger.Debug("jobs run", "count", n)
-	}
-	fmt.Fprintf(env.Stdout, "revoked user %s: credentials deleted, sessions revoked\n", id)
-	return nil
+	return operatorServer(ctx, env, connectors, func(d *Deps, w *Wired) error {
+		if _, err := d.Store.UserSummary(ctx, id); errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("no user %q (connectd users list shows the ids)", id)
+		} else if err != nil {
+			return err
+		}
+		if _, err := w.Engine.Auth.Logout(ctx, id); err != nil {
+			return fmt.Errorf("revoke user %s: %w", id, err)
+		}
+		// Try the queued upstream revocation now; a running server retries it.
+		if n, err := w.Engine.Jobs.RunOnce(ctx); err != nil {
+			d.Logger.Warn("upstream revocation will be retried by the server", "user", id, "error", err)
+		} else {
+			d.Logger.Debug("jobs run", "count", n)
+		}
+		fmt.Fprintf(env.Stdout, "revoked user %s: credentials deleted, sessions revoked\n", id)
+		return nil
+	})
 }
 
 // doctorCmd: connectd doctor [--online] [config flags].

@@ -168,9 +168,6 @@ func newEnv(t *testing.T, backend string, o envOptions) *env {
 		},
 		Clock: clk,
 		Surfaces: func(h *servertest.Harness) []server.Surface {
-			if err := h.Store.EnsureBlinkSchema(context.Background()); err != nil {
-				t.Fatalf("blink schema: %v", err)
-			}
 			s, err := blink.New(blink.Options{
 				Store: h.Store, Engine: h.Engine.Auth, Connect: h.Engine.Connect, HTTP: h.Engine.HTTP,
 				PublicURL: h.URL, Getenv: getenv, Clock: clk, Registerer: e.reg,
@@ -645,9 +642,6 @@ func TestReauthAndSharedTokens(t *testing.T) {
 
 func TestCommands(t *testing.T) {
 	st := storetest.OpenStore(t, storetest.SQLite, nil)
-	if err := st.EnsureBlinkSchema(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	run := func(args ...string) (int, string, string) {
 		var out, errOut bytes.Buffer
 		code := blink.Command(context.Background(), args, blink.CommandEnv{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" },

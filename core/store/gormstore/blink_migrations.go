@@ -1,13 +1,5 @@
 package gormstore
 
-import (
-	"context"
-	"fmt"
-	"sort"
-
-	"gorm.io/gorm"
-)
-
 // Blink schema (block 600-699): Blink authenticated apps (names of the
 // environment variables holding their secrets, never the secrets),
 // one-time start tokens (hashes only) and linked accounts. Same
@@ -67,59 +59,4 @@ func blinkMigrations() []migration {
 			`CREATE INDEX blink_links_state_idx ON blink_links (app_id, state)`,
 		),
 	}
-}
-
-// EnsureBlinkSchema applies the Blink block's migrations that are not
-// applied yet, under the same lock and bookkeeping as Migrate. Once the
-// block is listed in migrations() (Migrate applies it) this is a no-op;
-// until then it lets the Blink surface's tests and a binary that has not
-// listed the block yet run.
-func (s *Store) EnsureBlinkSchema(ctx context.Context) error {
-	ms := blinkMigrations()
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	err := s.w.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if s.dialect == DialectPostgres {
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", migrationLockKey).Error; err != nil {
-				return fmt.Errorf("take migration lock: %w", s.translate(err))
-			}
-		}
-		if err := tx.Exec(createMigrationsTable).Error; err != nil {
-			return fmt.Errorf("create schema_migrations: %w", s.translate(err))
-		}
-		var done []int
-		if err := tx.Raw("SELECT version FROM schema_migrations").Scan(&done).Error; err != nil {
-			return fmt.Errorf("read schema_migrations: %w", s.translate(err))
-		}
-		have := map[int]bool{}
-		for _, v := range done {
-			have[v] = true
-		}
-		for _, m := range ms {
-			if have[m.version] {
-				continue
-			}
-			stmts := m.sqlite
-			if s.dialect == DialectPostgres {
-				stmts = m.postgres
-			}
-			for i, q := range stmts {
-				if err := tx.Exec(q).Error; err != nil {
-					return fmt.Errorf("migration %d %s statement %d: %w", m.version, m.name, i+1, s.translate(err))
-				}
-			}
-			now, nowArg := s.nowExpr()
-			a := args{"v": m.version, "name": m.name}
-			if nowArg != nil {
-				a["now_ms"] = nowArg
-			}
-			if err := tx.Exec("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (@v, @name, "+now+")", a).Error; err != nil {
-				return fmt.Errorf("record migration %d: %w", m.version, s.translate(err))
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("gormstore: blink schema: %w", err)
-	}
-	return nil
 }

@@ -15,13 +15,7 @@ import (
 
 func openBlinkStore(t *testing.T, backend string, clk clock.Clock) *gormstore.Store {
 	t.Helper()
-	s := storetest.OpenStore(t, backend, clk)
-	for i := 0; i < 2; i++ { // idempotent
-		if err := s.EnsureBlinkSchema(context.Background()); err != nil {
-			t.Fatalf("EnsureBlinkSchema (%d): %v", i, err)
-		}
-	}
-	return s
+	return storetest.OpenStore(t, backend, clk)
 }
 
 func blinkApp(name string) *store.BlinkApp {
